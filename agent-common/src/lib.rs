@@ -1,1 +1,18 @@
-//! being written
+//! The contract between airlock's BPF programs (`agent-ebpf`) and its daemon (`agent`).
+//!
+//! Every type that crosses the kernel/user boundary is defined here exactly once, as
+//! `#[repr(C)]` with explicit padding and a compile-time size check, so the two sides can
+//! never disagree about a layout. Map and program names are shared constants for the same
+//! reason: a typo would otherwise only show up as a load failure on a production host.
+#![no_std]
+
+pub mod event;
+pub mod hold;
+pub mod names;
+pub mod offsets;
+#[cfg(feature = "user")]
+mod user;
+
+pub use event::{ExecEvent, EventHeader, EventKind, ARGV_BUF_LEN, ARGV_MAX_ARGS, PATH_LEN};
+pub use hold::{HoldKey, Hook, InodeKey, Verdict};
+pub use offsets::KernelOffsets;

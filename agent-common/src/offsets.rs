@@ -1,0 +1,28 @@
+//! Kernel structure member offsets, read from BTF at load time (DESIGN.md §5).
+//!
+//! Rust BPF has no CO-RE relocations, and these offsets differ between kernels
+//! (`file.f_path` is 16 on 6.1 and 64 on 6.12). The agent reads them from
+//! `/sys/kernel/btf/vmlinux` and writes them into a frozen `.rodata` global, so the verifier
+//! sees them as constants.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `linux_binprm.file`
+    pub bprm_file: u32,
+    /// `linux_binprm.filename`
+    pub bprm_filename: u32,
+    /// `file.f_path`
+    pub file_f_path: u32,
+    /// `file.f_inode`
+    pub file_f_inode: u32,
+    /// `inode.i_ino`
+    pub inode_i_ino: u32,
+    /// `inode.i_sb`
+    pub inode_i_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_s_dev: u32,
+    /// `child_pid` in the `sched_process_fork` tracepoint record.
+    pub tp_fork_child_pid: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);

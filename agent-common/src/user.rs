@@ -1,0 +1,11 @@
+//! `aya::Pod` impls so the daemon can use these types as map keys and values.
+
+use crate::{HoldKey, InodeKey, KernelOffsets};
+
+// SAFETY: all three are `#[repr(C)]`, made only of integers, with explicit padding fields,
+// so every bit pattern is valid and there are no uninitialised bytes.
+unsafe impl aya::Pod for InodeKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for HoldKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for KernelOffsets {}

@@ -1,0 +1,94 @@
+//! The hold: stop the task in the kernel and restart its syscall once user space answered.
+//!
+//! 1. A verdict for this key exists → consume it: 0 (allow) or -EPERM (deny).
+//! 2. Already announced (a stray SIGCONT restarted the syscall) → stop again, no new event.
+//! 3. Otherwise announce it, send SIGSTOP, and only if that worked return -ERESTARTNOINTR so
+//!    the task stops on its way out and the kernel restarts the syscall after SIGCONT.
+//!    Anything that fails on the way fails closed with -EPERM.
+
+use agent_common::{names::Counter, HoldKey, Verdict};
+use aya_ebpf::{helpers::generated::bpf_send_signal_thread, maps::ring_buf::RingBufEntry};
+
+use crate::maps::{count, PENDING, VERDICTS};
+
+pub const EPERM: i32 = 1;
+/// The kernel restarts a syscall that returned this after the signal is handled; SIGSTOP
+/// has no handler, so the task simply stops and restarts on SIGCONT.
+const ERESTARTNOINTR: i32 = 513;
+const SIGSTOP: u32 = 19;
+
+/// What a gate learns from [`check_verdict`].
+pub enum Answer {
+    /// No verdict yet: the gate should hold.
+    None,
+    Allow,
+    Deny,
+}
+
+/// Consumes the verdict for `key`, if user space left one.
+#[inline(always)]
+pub fn check_verdict(key: &HoldKey) -> Answer {
+    // SAFETY: the value is a plain u32 copied out before the entry is removed.
+    let Some(raw) = (unsafe { VERDICTS.get(key) }).copied() else {
+        return Answer::None;
+    };
+    let _ = VERDICTS.remove(key);
+    count(Counter::VerdictConsumed);
+    match Verdict::from_raw(raw) {
+        Some(Verdict::Allow) => Answer::Allow,
+        // Unknown values deny: fail closed.
+        Some(Verdict::Deny) | None => Answer::Deny,
+    }
+}
+
+/// True when this action was announced and still waits for an answer.
+#[inline(always)]
+pub fn is_pending(key: &HoldKey) -> bool {
+    // SAFETY: presence test only.
+    unsafe { PENDING.get(key).is_some() }
+}
+
+/// Stops the current task again for an action already announced.
+#[inline(always)]
+pub fn rehold() -> i32 {
+    count(Counter::ReHeld);
+    stop_or_deny()
+}
+
+/// Announces a filled-in event and stops the task; see the module docs.
+#[inline(always)]
+pub fn hold<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
+    // SAFETY: helper call with a constant signal number.
+    if unsafe { bpf_send_signal_thread(SIGSTOP) } != 0 {
+        event.discard(0);
+        count(Counter::SignalFailed);
+        return -EPERM;
+    }
+    // BPF_NOEXIST: another thread of the process may have announced it a moment ago; then
+    // this task is stopped by the same group stop and must not announce twice.
+    if PENDING.insert(key, &now, 2).is_err() {
+        event.discard(0);
+        return -ERESTARTNOINTR;
+    }
+    event.submit(0);
+    count(Counter::Held);
+    -ERESTARTNOINTR
+}
+
+#[inline(always)]
+fn stop_or_deny() -> i32 {
+    // SAFETY: helper call with a constant signal number.
+    if unsafe { bpf_send_signal_thread(SIGSTOP) } == 0 {
+        -ERESTARTNOINTR
+    } else {
+        count(Counter::SignalFailed);
+        -EPERM
+    }
+}
+
+/// The ring buffer is full: deny rather than let an unannounced action through.
+#[inline(always)]
+pub fn ring_full() -> i32 {
+    count(Counter::RingFull);
+    -EPERM
+}

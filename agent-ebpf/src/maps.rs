@@ -1,0 +1,62 @@
+//! Every map and global the programs share with user space. Names come from
+//! `agent_common::names` (the `#[map]` name is the static's identifier).
+
+use agent_common::{HoldKey, InodeKey, KernelOffsets};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+
+#[map]
+pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+#[map]
+pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static VERDICTS: HashMap<HoldKey, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static PENDING: HashMap<HoldKey, u64> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(agent_common::names::COUNTER_SLOTS, 0);
+
+/// Filled in by the loader from BTF (see `agent_common::offsets`); `.rodata`, frozen.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    bprm_file: 0,
+    bprm_filename: 0,
+    file_f_path: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
+    tp_fork_child_pid: 0,
+};
+
+/// The offsets as the loader set them. The volatile read stops the compiler from folding
+/// the zero placeholders; the verifier still sees constants because `.rodata` is frozen.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: OFFSETS is a plain static; reading it cannot fault.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn count(counter: agent_common::names::Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,41 @@
+//! Which tasks are watched: members of a scoped cgroup, and every task forked from a
+//! watched one (so double-forks, `setsid` and moving to another cgroup do not escape).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
+    programs::TracePointContext,
+};
+
+use crate::maps::{offsets, EXEC_APPROVED, SCOPE_CGROUPS, SCOPE_TASKS};
+
+/// True when the current task is watched.
+#[inline(always)]
+pub fn current_in_scope(tgid: u32) -> bool {
+    // SAFETY: map values are plain u32s; we only test presence.
+    unsafe {
+        SCOPE_TASKS.get(&tgid).is_some()
+            || SCOPE_CGROUPS.get(&bpf_get_current_cgroup_id()).is_some()
+    }
+}
+
+pub fn on_fork(ctx: &TracePointContext) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !current_in_scope(tgid) {
+        return;
+    }
+    // SAFETY: the offset comes from the tracepoint's BTF record layout.
+    let Ok(child) = (unsafe { ctx.read_at::<u32>(offsets().tp_fork_child_pid as usize) }) else {
+        return;
+    };
+    // A full map must not stop the fork; user space sees the miss through the scope audit.
+    let _ = SCOPE_TASKS.insert(&child, &1, 0);
+}
+
+pub fn on_exit() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let _ = SCOPE_TASKS.remove(&tid);
+    if tid == (pid_tgid >> 32) as u32 {
+        let _ = EXEC_APPROVED.remove(&tid);
+    }
+}
