@@ -1,0 +1,70 @@
+//! `airlock`: the host agent, the approval hub and the approver CLI in one binary.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// airlock puts a human between an AI agent and the dangerous things it can do on a host.
+///
+/// Exit codes: 0 success, 1 a negative answer (e.g. a request that is no longer pending),
+/// 2 an error.
+#[derive(Parser)]
+#[command(name = "airlock", version, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `airlock_agent=debug`.
+    #[arg(long, global = true, env = "AIRLOCK_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host agent: hold watched actions in the kernel until the hub decides.
+    Run {
+        /// The agent's config file (TOML).
+        #[arg(long, short, env = "AIRLOCK_CONFIG", default_value = "/etc/airlock/agent.toml")]
+        config: PathBuf,
+    },
+    /// Check that this host can run the agent (root, BPF LSM, BTF) and say why not.
+    Preflight,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("airlock: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let config = airlock_agent::config::AgentConfig::load(&config)?;
+            runtime()?.block_on(airlock_agent::daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preflight => {
+            airlock_agent::preflight::check(&airlock_agent::preflight::HostFacts::read())?;
+            println!("this host can run airlock: root, BPF LSM active, kernel BTF present");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

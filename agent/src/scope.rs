@@ -1,0 +1,88 @@
+//! Resolves the configured scope cgroups to the ids the kernel reports.
+//!
+//! A cgroup v2 id is the inode number of its directory in the cgroup2 file system, which is
+//! what `bpf_get_current_cgroup_id()` returns for a task inside it.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// Where cgroup v2 is mounted on unified-hierarchy hosts (systemd's default).
+pub const CGROUP2_DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("scope cgroup {path} does not exist ({source}); create it or fix scope.cgroups")]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scope cgroup {0} is not a directory on a cgroup v2 file system")]
+    NotCgroup2(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeCgroup {
+    pub path: PathBuf,
+    pub id: u64,
+}
+
+/// Where cgroup v2 is mounted here: the first `cgroup2` mount (hybrid hosts put it at
+/// `/sys/fs/cgroup/unified`), else [`CGROUP2_DEFAULT_ROOT`].
+pub fn cgroup2_root() -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|mounts| {
+            mounts.lines().find_map(|line| {
+                let mut fields = line.split_ascii_whitespace();
+                let (_, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+                (fstype == "cgroup2").then(|| PathBuf::from(dir))
+            })
+        })
+        .unwrap_or_else(|| PathBuf::from(CGROUP2_DEFAULT_ROOT))
+}
+
+/// Resolves one configured cgroup (absolute, or relative to [`cgroup2_root`]).
+///
+/// # Errors
+/// [`ScopeError`] naming the path.
+pub fn resolve(configured: &Path) -> Result<ScopeCgroup, ScopeError> {
+    let path = if configured.is_absolute() {
+        configured.to_owned()
+    } else {
+        cgroup2_root().join(configured)
+    };
+    let meta = std::fs::metadata(&path).map_err(|source| ScopeError::Missing {
+        path: path.clone(),
+        source,
+    })?;
+    let fs = nix::sys::statfs::statfs(&path).map_err(|_| ScopeError::NotCgroup2(path.clone()))?;
+    if !meta.is_dir() || fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
+        return Err(ScopeError::NotCgroup2(path));
+    }
+    Ok(ScopeCgroup { id: meta.ino(), path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_non_cgroup_paths_are_refused() {
+        let err = resolve(Path::new("/nonexistent/cg")).unwrap_err().to_string();
+        assert!(err.starts_with("scope cgroup /nonexistent/cg does not exist"), "{err}");
+        let err = resolve(Path::new("/tmp")).unwrap_err().to_string();
+        assert_eq!(err, "scope cgroup /tmp is not a directory on a cgroup v2 file system");
+    }
+
+    #[test]
+    fn the_cgroup2_root_resolves_to_its_inode() {
+        let root = cgroup2_root();
+        let meta = std::fs::metadata(&root).expect("the test host needs cgroup v2");
+        let scope = resolve(&root).expect("cgroup2 root");
+        assert_eq!(scope.id, meta.ino());
+    }
+}
