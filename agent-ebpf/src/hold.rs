@@ -7,7 +7,9 @@
 //!    Anything that fails on the way fails closed with -EPERM.
 
 use agent_common::{names::Counter, HoldKey, Verdict};
-use aya_ebpf::{helpers::generated::bpf_send_signal_thread, maps::ring_buf::RingBufEntry};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::generated::bpf_send_signal_thread, maps::ring_buf::RingBufEntry,
+};
 
 use crate::maps::{count, PENDING, VERDICTS};
 
@@ -64,9 +66,9 @@ pub fn hold<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
         count(Counter::SignalFailed);
         return -EPERM;
     }
-    // BPF_NOEXIST: another thread of the process may have announced it a moment ago; then
+    // NOEXIST: another thread of the process may have announced it a moment ago; then
     // this task is stopped by the same group stop and must not announce twice.
-    if PENDING.insert(key, &now, 2).is_err() {
+    if PENDING.insert(key, &now, BPF_NOEXIST as u64).is_err() {
         event.discard(0);
         return -ERESTARTNOINTR;
     }

@@ -58,6 +58,13 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         .map(|p| scope::resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
     let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+    tracing::debug!(?offsets, "kernel offsets from BTF");
+    for binary in &watched {
+        tracing::debug!(path = %binary.path.display(), dev = binary.key.dev, ino = binary.key.ino, "watching");
+    }
+    for cgroup in &scope {
+        tracing::debug!(path = %cgroup.path.display(), id = cgroup.id, "scope");
+    }
     let audit = AuditLog::open(&config.audit_log)?;
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
