@@ -21,10 +21,15 @@ const CHILD_ENV: &str = "AIRLOCK_AUDIT_CRASH_CHILD";
 
 #[test]
 fn child_appender() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
     let key = SigningKey::load_or_create(&dir.join("audit.key")).unwrap();
-    let cfg = AuditConfig { rotate_bytes: 4 << 20, ..AuditConfig::default() };
+    let cfg = AuditConfig {
+        rotate_bytes: 4 << 20,
+        ..AuditConfig::default()
+    };
     let (log, report) = AuditLog::open(&dir.join("log"), cfg, key).unwrap();
     println!("READY {}", report.quarantined.len());
     std::io::stdout().flush().unwrap();
@@ -33,7 +38,11 @@ fn child_appender() {
             let h = log.handle();
             s.spawn(move || {
                 for i in 0u64.. {
-                    let ev = if i % 50 == 0 { decision(&format!("{t}-{i}")) } else { kb_attempt(&format!("{t}-{i}")) };
+                    let ev = if i % 50 == 0 {
+                        decision(&format!("{t}-{i}"))
+                    } else {
+                        kb_attempt(&format!("{t}-{i}"))
+                    };
                     let a = h.append(&ev).unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {} {}", a.seq, hex(&a.hash)).unwrap();
@@ -54,7 +63,12 @@ fn kill_9_during_heavy_appends_loses_nothing_acknowledged() {
     let mut quarantines = 0;
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_appender",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -105,11 +119,16 @@ fn kill_9_during_heavy_appends_loses_nothing_acknowledged() {
         }
         reader.join().unwrap();
     }
-    assert!(acked.len() > 1000, "only {} acknowledged appends", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "only {} acknowledged appends",
+        acked.len()
+    );
 
     let key = SigningKey::load_or_create(&dir.path().join("audit.key")).unwrap();
     let public = key.public().clone();
-    let (log, report) = AuditLog::open(&dir.path().join("log"), AuditConfig::default(), key).unwrap();
+    let (log, report) =
+        AuditLog::open(&dir.path().join("log"), AuditConfig::default(), key).unwrap();
     assert!(!report.clean_shutdown);
     log.close().unwrap();
     let r = verify_with(&[dir.path().join("log")], &public, TailCheck::Closed);
@@ -119,11 +138,18 @@ fn kill_9_during_heavy_appends_loses_nothing_acknowledged() {
     for f in airlock_audit::writer::log_files(&dir.path().join("log")).unwrap() {
         for l in read_lines(&f) {
             let v = obj(&l);
-            on_disk.insert(v["seq"].as_u64().unwrap(), v["hash"].as_str().unwrap().to_owned());
+            on_disk.insert(
+                v["seq"].as_u64().unwrap(),
+                v["hash"].as_str().unwrap().to_owned(),
+            );
         }
     }
     for (seq, hash) in &acked {
-        assert_eq!(on_disk.get(seq), Some(hash), "acknowledged seq {seq} missing or different");
+        assert_eq!(
+            on_disk.get(seq),
+            Some(hash),
+            "acknowledged seq {seq} missing or different"
+        );
     }
     eprintln!(
         "{} acknowledged appends over 3 kills, {} records on disk, {} torn tails quarantined",

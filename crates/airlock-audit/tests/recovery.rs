@@ -12,7 +12,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use airlock_audit::cli::{AuditCommand, ExportArgs, ShowArgs, VerifyArgs, run};
 use airlock_audit::keys::pub_path;
 use airlock_audit::writer::log_files;
-use airlock_audit::{AppendError, AuditConfig, AuditLog, Hooks, SigningKey, TailCheck, TamperClass, WriterError};
+use airlock_audit::{
+    AppendError, AuditConfig, AuditLog, Hooks, SigningKey, TailCheck, TamperClass, WriterError,
+};
 use common::*;
 
 #[test]
@@ -32,10 +34,15 @@ fn torn_tail_is_quarantined_and_recorded() {
     let dst = crashed.join(src.file_name().unwrap());
     std::fs::copy(&src, &dst).unwrap();
     let torn = b"{\"seq\":9,\"prev_hash\":\"00";
-    std::fs::OpenOptions::new().append(true).open(&dst).unwrap().write_all(torn).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&dst)
+        .unwrap()
+        .write_all(torn)
+        .unwrap();
     let good_len = std::fs::metadata(&src).unwrap().len();
 
-    let before = verify_with(&[dst.clone()], &public, TailCheck::Unchecked);
+    let before = verify_with(std::slice::from_ref(&dst), &public, TailCheck::Unchecked);
     assert_eq!(before.finding.unwrap().class, TamperClass::TruncatedTail);
 
     let key = SigningKey::load_or_create(&key_path).unwrap();
@@ -47,10 +54,14 @@ fn torn_tail_is_quarantined_and_recorded() {
     assert_eq!(std::fs::read(&q.quarantine_file).unwrap(), torn);
     log.close().unwrap();
     let lines = read_lines(&dst);
-    let qrec = lines.iter().map(|l| obj(l)).find(|v| v["kind"] == "quarantine").unwrap();
+    let qrec = lines
+        .iter()
+        .map(|l| obj(l))
+        .find(|v| v["kind"] == "quarantine")
+        .unwrap();
     assert_eq!(qrec["unmapped"]["airlock"]["start"], good_len);
     assert_eq!(qrec["unmapped"]["airlock"]["length"], torn.len());
-    let r = verify_with(&[crashed.clone()], &public, TailCheck::Closed);
+    let r = verify_with(std::slice::from_ref(&crashed), &public, TailCheck::Closed);
     assert!(r.ok(), "{r:?}");
 }
 
@@ -63,8 +74,16 @@ fn damaged_middle_is_refused_not_repaired() {
     assert_eq!(obj(&lines[3])["kind"], "attempt");
     lines[3] = lines[3].replacen("held", "HELD", 1);
     write_lines(&file, &lines);
-    let err = AuditLog::open(dir.path(), AuditConfig::default(), SigningKey::generate().unwrap()).unwrap_err();
-    assert!(matches!(err, WriterError::DamagedTail { line: 4, .. }), "{err}");
+    let err = AuditLog::open(
+        dir.path(),
+        AuditConfig::default(),
+        SigningKey::generate().unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, WriterError::DamagedTail { line: 4, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,14 +102,21 @@ fn fsync_failure_seals_the_log() {
         ..Hooks::default()
     };
     let key = SigningKey::generate().unwrap();
-    let (log, _) = AuditLog::open_with_hooks(dir.path(), AuditConfig::default(), key, hooks).unwrap();
+    let (log, _) =
+        AuditLog::open_with_hooks(dir.path(), AuditConfig::default(), key, hooks).unwrap();
     log.append(&attempt("ok")).unwrap();
     fail.store(true, Ordering::SeqCst);
     let err = log.append(&attempt("lost")).unwrap_err();
-    assert!(matches!(&err, AppendError::Sealed(r) if r.contains("fdatasync")), "{err}");
+    assert!(
+        matches!(&err, AppendError::Sealed(r) if r.contains("fdatasync")),
+        "{err}"
+    );
     // Even after the device recovers, the log stays sealed: fail closed.
     fail.store(false, Ordering::SeqCst);
-    assert!(matches!(log.append(&decision("x")), Err(AppendError::Sealed(_))));
+    assert!(matches!(
+        log.append(&decision("x")),
+        Err(AppendError::Sealed(_))
+    ));
     assert!(log.handle().sealed().is_some());
     assert!(matches!(log.close(), Err(AppendError::Sealed(_))));
 }
@@ -100,18 +126,33 @@ fn disk_space_ladder_keeps_room_for_decisions() {
     let dir = tempfile::tempdir().unwrap();
     let free = Arc::new(AtomicU64::new(10 << 30));
     let f = free.clone();
-    let hooks = Hooks { free_bytes: Some(Box::new(move |_| Ok(f.load(Ordering::SeqCst)))), ..Hooks::default() };
+    let hooks = Hooks {
+        free_bytes: Some(Box::new(move |_| Ok(f.load(Ordering::SeqCst)))),
+        ..Hooks::default()
+    };
     let cfg = AuditConfig::default();
-    let (log, _) = AuditLog::open_with_hooks(dir.path(), cfg.clone(), SigningKey::generate().unwrap(), hooks).unwrap();
+    let (log, _) = AuditLog::open_with_hooks(
+        dir.path(),
+        cfg.clone(),
+        SigningKey::generate().unwrap(),
+        hooks,
+    )
+    .unwrap();
     log.append(&attempt("a")).unwrap();
     free.store(cfg.warn_free_bytes - 1, Ordering::SeqCst);
     log.append(&attempt("warned")).unwrap();
     free.store(cfg.hold_free_bytes - 1, Ordering::SeqCst);
-    assert!(matches!(log.append(&attempt("held")), Err(AppendError::DiskLow { kind: "normal", .. })));
+    assert!(matches!(
+        log.append(&attempt("held")),
+        Err(AppendError::DiskLow { kind: "normal", .. })
+    ));
     log.append(&decision("held")).unwrap();
     log.append(&outcome("held")).unwrap();
     free.store(cfg.min_free_bytes - 1, Ordering::SeqCst);
-    assert!(matches!(log.append(&decision("none")), Err(AppendError::DiskLow { kind: "all", .. })));
+    assert!(matches!(
+        log.append(&decision("none")),
+        Err(AppendError::DiskLow { kind: "all", .. })
+    ));
     free.store(10 << 30, Ordering::SeqCst);
     log.append(&attempt("again")).unwrap();
     log.close().unwrap();
@@ -164,8 +205,13 @@ fn async_submit_pipelines_without_tokio() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open_new(dir.path(), AuditConfig::default());
     let h = log.handle();
-    let pending: Vec<_> = (0..100).map(|i| h.submit(&attempt(&i.to_string())).unwrap()).collect();
-    let seqs: Vec<u64> = pending.into_iter().map(|p| block_on(p).unwrap().seq).collect();
+    let pending: Vec<_> = (0..100)
+        .map(|i| h.submit(&attempt(&i.to_string())).unwrap())
+        .collect();
+    let seqs: Vec<u64> = pending
+        .into_iter()
+        .map(|p| block_on(p).unwrap().seq)
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     log.close().unwrap();
 }
@@ -173,7 +219,10 @@ fn async_submit_pipelines_without_tokio() {
 #[test]
 fn rotation_and_retention_keep_the_chain_verifiable() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = AuditConfig { rotate_bytes: 8 << 10, ..AuditConfig::default() };
+    let cfg = AuditConfig {
+        rotate_bytes: 8 << 10,
+        ..AuditConfig::default()
+    };
     let (log, public) = open_new(dir.path(), cfg);
     for i in 0..60 {
         log.append(&attempt(&i.to_string())).unwrap();
@@ -189,13 +238,19 @@ fn rotation_and_retention_keep_the_chain_verifiable() {
     mid.truncate(mid.len() - 2);
     let saved = std::fs::read(&files[1]).unwrap();
     write_lines(&files[1], &mid);
-    let found = verify_with(&[dir.path().into()], &public, TailCheck::Closed).finding.unwrap();
+    let found = verify_with(&[dir.path().into()], &public, TailCheck::Closed)
+        .finding
+        .unwrap();
     assert_eq!(found.class, TamperClass::TruncatedTail);
     assert_eq!(found.file, files[1]);
     std::fs::write(&files[1], saved).unwrap();
 
     // Retention deletes old files and says so; the rest still verifies on its own.
-    let cfg = AuditConfig { rotate_bytes: 8 << 10, retain_files: 2, ..AuditConfig::default() };
+    let cfg = AuditConfig {
+        rotate_bytes: 8 << 10,
+        retain_files: 2,
+        ..AuditConfig::default()
+    };
     let key = SigningKey::generate().unwrap();
     let dir2 = tempfile::tempdir().unwrap();
     let public2 = key.public().clone();
@@ -211,7 +266,9 @@ fn rotation_and_retention_keep_the_chain_verifiable() {
     assert!(r.first_seq.unwrap() > 0);
     // Deleting a retained file is not retention.
     std::fs::remove_file(&files[0]).unwrap();
-    let found = verify_with(&[dir2.path().into()], &public2, TailCheck::Closed).finding.unwrap();
+    let found = verify_with(&[dir2.path().into()], &public2, TailCheck::Closed)
+        .finding
+        .unwrap();
     assert_eq!(found.class, TamperClass::Deleted);
 }
 
@@ -227,7 +284,10 @@ fn key_rotation_is_recorded_and_endorsed() {
     log.close().unwrap();
     let lines = read_lines(&only_file(dir.path()));
     assert!(lines.iter().any(|l| obj(l)["kind"] == "key_rotation"));
-    assert_eq!(obj(lines.last().unwrap())["unmapped"]["airlock"]["key_id"], new_id.as_str());
+    assert_eq!(
+        obj(lines.last().unwrap())["unmapped"]["airlock"]["key_id"],
+        new_id.as_str()
+    );
     // Only the original key is given: the new one is trusted through the endorsement.
     let r = verify_with(&[dir.path().into()], &public, TailCheck::Closed);
     assert!(r.ok(), "{r:?}");
@@ -238,7 +298,12 @@ fn held_action_records_share_a_correlation_id_and_cli_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("audit.key");
     let log_dir = dir.path().join("log");
-    let (log, _) = AuditLog::open(&log_dir, AuditConfig::default(), SigningKey::load_or_create(&key_path).unwrap()).unwrap();
+    let (log, _) = AuditLog::open(
+        &log_dir,
+        AuditConfig::default(),
+        SigningKey::load_or_create(&key_path).unwrap(),
+    )
+    .unwrap();
     let a = log.append(&attempt("corr-42")).unwrap();
     let d = log.append(&decision("corr-42")).unwrap();
     let o = log.append(&outcome("corr-42")).unwrap();
@@ -249,7 +314,16 @@ fn held_action_records_share_a_correlation_id_and_cli_verifies() {
         .map(|l| obj(l))
         .filter(|v| v["metadata"]["uid"] == "corr-42")
         .collect();
-    let classes: Vec<_> = recs.iter().map(|v| (v["kind"].clone(), v["class_uid"].clone(), v["disposition"].clone())).collect();
+    let classes: Vec<_> = recs
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].clone(),
+                v["class_uid"].clone(),
+                v["disposition"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         classes,
         vec![
@@ -270,11 +344,28 @@ fn held_action_records_share_a_correlation_id_and_cli_verifies() {
         max_gap_ms: 2500,
     };
     let code = run(AuditCommand::Verify(verify_args(vec![log_dir.clone()]))).unwrap();
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::SUCCESS));
-    let code = run(AuditCommand::Show(ShowArgs { id: "corr-42".into(), dir: log_dir.clone() })).unwrap();
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::SUCCESS));
-    let code = run(AuditCommand::Show(ShowArgs { id: "nope".into(), dir: log_dir.clone() })).unwrap();
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::from(1)));
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
+    let code = run(AuditCommand::Show(ShowArgs {
+        id: "corr-42".into(),
+        dir: log_dir.clone(),
+    }))
+    .unwrap();
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
+    let code = run(AuditCommand::Show(ShowArgs {
+        id: "nope".into(),
+        dir: log_dir.clone(),
+    }))
+    .unwrap();
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::from(1))
+    );
 
     // Export the held action's range; it ends at a signed checkpoint and verifies alone.
     let out = dir.path().join("export.jsonl");
@@ -290,12 +381,20 @@ fn held_action_records_share_a_correlation_id_and_cli_verifies() {
     let mut args = verify_args(vec![out.clone()]);
     args.partial = true;
     let code = run(AuditCommand::Verify(args)).unwrap();
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::SUCCESS));
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::SUCCESS)
+    );
 
     // Tampered log: exit code 1.
     let file = only_file(&log_dir);
-    let s = std::fs::read_to_string(&file).unwrap().replacen("alice", "mallory", 1);
+    let s = std::fs::read_to_string(&file)
+        .unwrap()
+        .replacen("alice", "mallory", 1);
     std::fs::write(&file, s).unwrap();
     let code = run(AuditCommand::Verify(verify_args(vec![log_dir]))).unwrap();
-    assert_eq!(format!("{code:?}"), format!("{:?}", std::process::ExitCode::from(1)));
+    assert_eq!(
+        format!("{code:?}"),
+        format!("{:?}", std::process::ExitCode::from(1))
+    );
 }

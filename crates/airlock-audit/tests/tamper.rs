@@ -1,5 +1,6 @@
 //! One tamper test per class: each is detected, named, and pinned to the right record.
 #![allow(clippy::unwrap_used, reason = "tests panic on failure")]
+#![allow(clippy::cloned_ref_to_slice_refs, reason = "clearer in tests")]
 
 mod common;
 
@@ -16,7 +17,13 @@ use serde_json::Value;
 
 /// Index of the `nth` line of `kind`.
 fn idx(lines: &[String], kind: &str, nth: usize) -> usize {
-    lines.iter().enumerate().filter(|(_, l)| obj(l)["kind"] == kind).nth(nth).unwrap().0
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| obj(l)["kind"] == kind)
+        .nth(nth)
+        .unwrap()
+        .0
 }
 
 fn seq_of(line: &str) -> u64 {
@@ -35,7 +42,12 @@ fn fixture() -> Fixture {
     let key = write_log(dir.path(), 10);
     let file = only_file(dir.path());
     let lines = read_lines(&file);
-    Fixture { _dir: dir, file, key, lines }
+    Fixture {
+        _dir: dir,
+        file,
+        key,
+        lines,
+    }
 }
 
 impl Fixture {
@@ -43,7 +55,8 @@ impl Fixture {
         write_lines(&self.file, lines);
         let r = verify_with(&[self.file.clone()], &self.key, tail);
         let shown = format!("{r:?}");
-        r.finding.unwrap_or_else(|| panic!("tampering not detected: {shown}"))
+        r.finding
+            .unwrap_or_else(|| panic!("tampering not detected: {shown}"))
     }
 }
 
@@ -53,10 +66,20 @@ fn untouched_log_verifies_closed_and_live() {
     let r = verify_with(&[f.file.clone()], &f.key, TailCheck::Closed);
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.records, f.lines.len() as u64);
-    assert!(r.checkpoints >= 12, "a checkpoint after every decision: {}", r.checkpoints);
+    assert!(
+        r.checkpoints >= 12,
+        "a checkpoint after every decision: {}",
+        r.checkpoints
+    );
     assert_eq!(r.last_signed_seq, Some(r.last_seq.unwrap() - 1));
     let last_time = obj(f.lines.last().unwrap())["time"].as_u64().unwrap();
-    let live = verify_with(&[f.file.clone()], &f.key, TailCheck::Live { now_ms: last_time + 500 });
+    let live = verify_with(
+        &[f.file.clone()],
+        &f.key,
+        TailCheck::Live {
+            now_ms: last_time + 500,
+        },
+    );
     assert!(live.ok(), "{live:?}");
     // Another key is not trusted.
     let other = SigningKey::generate().unwrap();
@@ -147,8 +170,15 @@ fn cut_tail_is_named() {
     let found = f.check(&lines, TailCheck::Closed);
     assert_eq!(found.class, TamperClass::TruncatedTail);
     assert_eq!(found.line, lines.len() as u64);
-    let last_cp = obj(&lines[idx(&lines, "checkpoint", 10)])["time"].as_u64().unwrap();
-    let found = f.check(&lines, TailCheck::Live { now_ms: last_cp + 5_000 });
+    let last_cp = obj(&lines[idx(&lines, "checkpoint", 10)])["time"]
+        .as_u64()
+        .unwrap();
+    let found = f.check(
+        &lines,
+        TailCheck::Live {
+            now_ms: last_cp + 5_000,
+        },
+    );
     assert_eq!(found.class, TamperClass::TruncatedTail);
     // Mid-line: a torn last line, visible without any tail rule.
     let mut bytes = f.lines.join("\n").into_bytes();
@@ -180,13 +210,19 @@ fn spliced_logs_are_forked() {
     write_lines(&f.file, &lines);
     let mut o = airlock_audit::VerifyOptions::new(vec![f.key.clone(), public.clone()]);
     o.tail = TailCheck::Unchecked;
-    let found = airlock_audit::verify(&[f.file.clone()], &o).unwrap().finding.unwrap();
+    let found = airlock_audit::verify(&[f.file.clone()], &o)
+        .unwrap()
+        .finding
+        .unwrap();
     assert_eq!(found.class, TamperClass::Forked, "{found:?}");
     assert_eq!(found.line, cut as u64 + 1);
 
     // Two whole files given in sequence that are not one history.
     write_lines(&f.file, &f.lines);
-    let found = airlock_audit::verify(&[f.file.clone(), only_file(other.path())], &o).unwrap().finding.unwrap();
+    let found = airlock_audit::verify(&[f.file.clone(), only_file(other.path())], &o)
+        .unwrap()
+        .finding
+        .unwrap();
     assert_eq!(found.class, TamperClass::Forked, "{found:?}");
     assert_eq!(found.file, only_file(other.path()));
     assert_eq!(found.line, 1);
@@ -215,7 +251,10 @@ fn resigned_with_another_key_is_bad_signature() {
             let sig = attacker.sign(&checkpoint_message(&log_id, seq, &prev, time, &kid));
             a.insert("covered_hash".into(), Value::String(hex(&prev)));
             a.insert("key_id".into(), Value::String(kid));
-            a.insert("signature".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(sig)));
+            a.insert(
+                "signature".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(sig)),
+            );
         }
         let (line, h) = rechain(v, &prev);
         prev = h;
@@ -248,10 +287,14 @@ fn heartbeat_gap_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
     let c = clock.clone();
-    let hooks = Hooks { clock: Some(Arc::new(move || c.load(Ordering::SeqCst))), ..Hooks::default() };
+    let hooks = Hooks {
+        clock: Some(Arc::new(move || c.load(Ordering::SeqCst))),
+        ..Hooks::default()
+    };
     let key = SigningKey::generate().unwrap();
     let public = key.public().clone();
-    let (log, _) = AuditLog::open_with_hooks(dir.path(), AuditConfig::default(), key, hooks).unwrap();
+    let (log, _) =
+        AuditLog::open_with_hooks(dir.path(), AuditConfig::default(), key, hooks).unwrap();
     for i in 0..3 {
         log.append(&attempt(&format!("x{i}"))).unwrap();
         clock.fetch_add(400, Ordering::SeqCst);

@@ -7,17 +7,27 @@ use std::path::{Path, PathBuf};
 
 use airlock_audit::record::{body_members, compose_line, hex, parse_hash};
 use airlock_audit::{
-    Action, Actor, Attempt, AuditConfig, AuditEvent, AuditLog, Decision, Outcome, OutcomeKind, PolicyRef, PublicKey,
-    SigningKey, TailCheck, Verdict, VerifyOptions, VerifyReport, verify,
+    Action, Actor, Attempt, AuditConfig, AuditEvent, AuditLog, Decision, Outcome, OutcomeKind,
+    PolicyRef, PublicKey, SigningKey, TailCheck, Verdict, VerifyOptions, VerifyReport, verify,
 };
 use serde_json::{Map, Value};
 
 pub fn actor() -> Actor {
-    Actor { pid: 4242, tid: 4242, uid: 1000, exe: "/usr/bin/aws".into(), cmd_line: "aws s3 cp /data s3://x".into(), cgroup: Some("/agent.slice".into()) }
+    Actor {
+        pid: 4242,
+        tid: 4242,
+        uid: 1000,
+        exe: "/usr/bin/aws".into(),
+        cmd_line: "aws s3 cp /data s3://x".into(),
+        cgroup: Some("/agent.slice".into()),
+    }
 }
 
 pub fn action() -> Action {
-    Action::Exec { path: "/usr/bin/aws".into(), argv: vec!["aws".into(), "s3".into(), "cp".into()] }
+    Action::Exec {
+        path: "/usr/bin/aws".into(),
+        argv: vec!["aws".into(), "s3".into(), "cp".into()],
+    }
 }
 
 pub fn attempt(id: &str) -> AuditEvent {
@@ -25,7 +35,10 @@ pub fn attempt(id: &str) -> AuditEvent {
         correlation_id: id.into(),
         actor: actor(),
         action: action(),
-        policy: Some(PolicyRef { rule: "export-tools".into(), version: "7".into() }),
+        policy: Some(PolicyRef {
+            rule: "export-tools".into(),
+            version: "7".into(),
+        }),
         masked_context: BTreeMap::from([("AWS_SECRET_ACCESS_KEY".into(), "****".into())]),
         sealed_context: Some(vec![9; 48]),
     })
@@ -41,7 +54,10 @@ pub fn decision(id: &str) -> AuditEvent {
         quorum_met: 2,
         reason: "ticket OPS-1".into(),
         grant_scope: "once".into(),
-        policy: Some(PolicyRef { rule: "export-tools".into(), version: "7".into() }),
+        policy: Some(PolicyRef {
+            rule: "export-tools".into(),
+            version: "7".into(),
+        }),
     })
 }
 
@@ -57,7 +73,9 @@ pub fn outcome(id: &str) -> AuditEvent {
 
 /// A ~1 KB attempt (the benchmark's record size).
 pub fn kb_attempt(id: &str) -> AuditEvent {
-    let AuditEvent::Attempt(mut a) = attempt(id) else { unreachable!() };
+    let AuditEvent::Attempt(mut a) = attempt(id) else {
+        unreachable!()
+    };
     a.masked_context.insert("argv".into(), "x".repeat(420));
     AuditEvent::Attempt(a)
 }
@@ -91,7 +109,11 @@ pub fn only_file(dir: &Path) -> PathBuf {
 }
 
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn write_lines(path: &Path, lines: &[String]) {
