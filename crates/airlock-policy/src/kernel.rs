@@ -28,7 +28,7 @@
 //! outside this invariant. The agent must pass resolved executable paths as
 //! [`Action::binary`] (the file the inode belongs to) and canonical IPs.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use globset::{GlobSet, GlobSetBuilder};
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
@@ -342,10 +342,10 @@ impl IpSet {
     }
 
     #[cfg(test)]
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
         let (set, x) = match canonical(ip) {
-            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (&self.v6, u128::from(a)),
+            std::net::IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
+            std::net::IpAddr::V6(a) => (&self.v6, u128::from(a)),
         };
         set.0.iter().any(|&(lo, hi)| lo <= x && x <= hi)
     }
