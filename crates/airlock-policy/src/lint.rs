@@ -32,8 +32,10 @@ pub enum LintKind {
         /// The earlier rule.
         by: String,
     },
-    /// An earlier enforcing rule with a different outcome matches some of the same actions
-    /// (and is not simply a narrower exception to this rule).
+    /// An earlier enforcing rule with a different outcome, conditions on the same fields,
+    /// and patterns that partly overlap (neither is simply an exception to the other).
+    /// Rules on different fields (a CIDR rule and a bucket rule) are not compared: they
+    /// overlap incidentally in almost every policy.
     Overlap {
         /// The earlier rule.
         with: String,
@@ -106,6 +108,7 @@ impl Policy {
             for a in earlier {
                 if a.outcome.kind() != b.outcome.kind()
                     && a.classes.intersects(b.classes)
+                    && a.matcher.fields() == b.matcher.fields()
                     && may_overlap(&a.matcher, &b.matcher)
                     && !(b.classes.covers(a.classes) && covers(&b.matcher, &a.matcher))
                 {

@@ -242,6 +242,31 @@ impl Matcher {
             && parent.is_none()
     }
 
+    /// Which conditions are present, as a bit mask (for lints).
+    pub(crate) fn fields(&self) -> u32 {
+        [
+            self.binary.is_some(),
+            !self.argv.is_empty(),
+            self.path.is_some(),
+            self.cidr.is_some(),
+            self.host.is_some(),
+            self.port.is_some(),
+            self.protocol.is_some(),
+            self.scheme.is_some(),
+            self.url.is_some(),
+            self.s3_bucket.is_some(),
+            self.s3_key.is_some(),
+            self.uid.is_some(),
+            self.user.is_some(),
+            self.cgroup.is_some(),
+            self.unit.is_some(),
+            self.parent.is_some(),
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &set)| m | (u32::from(set) << i))
+    }
+
     /// Does `action` meet every condition? Cheap checks first.
     pub(crate) fn is_match(&self, action: &Action) -> bool {
         // Integer checks first: they reject most actions for a few nanoseconds.

@@ -133,7 +133,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn kernel_pass_implies_user_space_allow(text in policy_text(), actions in proptest::collection::vec(action(), 16)) {
