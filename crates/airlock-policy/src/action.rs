@@ -151,7 +151,10 @@ impl Action {
     }
 
     /// An exec of `binary` with `argv` (`argv[0]` included).
-    pub fn exec(binary: impl Into<String>, argv: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn exec(
+        binary: impl Into<String>,
+        argv: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Self {
             binary: Some(binary.into()),
             argv: argv.into_iter().map(Into::into).collect(),

@@ -30,7 +30,7 @@ pub enum PolicyCommand {
         file: PathBuf,
     },
     /// Show which rule decides an action, and what happens.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
     /// Run table-driven test cases (a TOML file of `[[case]]`) against a policy.
     Test {
         /// Policy file.
@@ -163,9 +163,17 @@ fn check(file: &Path, out: &mut dyn Write) -> Res {
             policy.hash(),
             policy.mode(),
             plan.watched_binaries.len(),
-            if plan.watch_all_execs { " (all execs watched)" } else { "" },
+            if plan.watch_all_execs {
+                " (all execs watched)"
+            } else {
+                ""
+            },
             plan.credential_globs.len(),
-            if plan.watch_all_opens { " (all opens watched)" } else { "" },
+            if plan.watch_all_opens {
+                " (all opens watched)"
+            } else {
+                ""
+            },
             plan.allowed_cidrs.len(),
             errors,
             lints.len() - errors,
@@ -180,7 +188,8 @@ fn explain(args: &ExplainArgs, out: &mut dyn Write) -> Res {
     let decision = policy.evaluate(&action);
     let ok = match args.format {
         OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&decision).map_err(|e| PolicyError::BadAction(e.to_string()))?;
+            let json = serde_json::to_string_pretty(&decision)
+                .map_err(|e| PolicyError::BadAction(e.to_string()))?;
             w(out, format_args!("{json}\n"))
         }
         OutputFormat::Text => print_decision(&policy, &action, &decision, out),
@@ -195,7 +204,10 @@ fn print_decision(policy: &Policy, action: &Action, d: &Decision, out: &mut dyn 
             "policy    {} (sha256 {}{}, mode {:?})\n",
             policy.source(),
             &policy.hash()[..16],
-            policy.revision().map(|r| format!(", revision {r}")).unwrap_or_default(),
+            policy
+                .revision()
+                .map(|r| format!(", revision {r}"))
+                .unwrap_or_default(),
             policy.mode()
         ),
     );
@@ -211,7 +223,12 @@ fn print_decision(policy: &Policy, action: &Action, d: &Decision, out: &mut dyn 
                 .unwrap_or_default();
             ok &= w(out, format_args!("rule      {id} ({loc})\n"));
         }
-        None => ok &= w(out, format_args!("rule      (default for {})\n", action.class)),
+        None => {
+            ok &= w(
+                out,
+                format_args!("rule      (default for {})\n", action.class),
+            )
+        }
     }
     ok &= w(out, format_args!("outcome   {}\n", describe(&d.outcome)));
     if let Some(r) = &d.reason {
@@ -219,7 +236,10 @@ fn print_decision(policy: &Policy, action: &Action, d: &Decision, out: &mut dyn 
     }
     ok &= w(out, format_args!("severity  {:?}\n", d.severity));
     for s in &d.shadow {
-        ok &= w(out, format_args!("shadow    rule {} would have: {}\n", s.rule_id, s.outcome));
+        ok &= w(
+            out,
+            format_args!("shadow    rule {} would have: {}\n", s.rule_id, s.outcome),
+        );
     }
     ok &= w(out, format_args!("effective {}\n", d.effective.kind()));
     ok
@@ -230,17 +250,27 @@ fn describe(o: &Outcome) -> String {
         Outcome::Allow => "allow".to_owned(),
         Outcome::Deny => "deny".to_owned(),
         Outcome::Ask(a) => {
-            let approvers: Vec<String> = a.approvers.iter().map(|r| format!("{} x{}", r.group, r.quorum)).collect();
+            let approvers: Vec<String> = a
+                .approvers
+                .iter()
+                .map(|r| format!("{} x{}", r.group, r.quorum))
+                .collect();
             let grant = match a.grant {
                 GrantScope::Once => "once".to_owned(),
-                GrantScope::Duration { max } => format!("up to {}", humantime::format_duration(max)),
+                GrantScope::Duration { max } => {
+                    format!("up to {}", humantime::format_duration(max))
+                }
             };
             format!(
                 "ask (approvers {}, ttl {}, on timeout {:?}, grant {grant}{})",
                 approvers.join(" + "),
                 humantime::format_duration(a.ttl),
                 a.on_timeout,
-                if a.reason_required_for_approve { ", reason required" } else { "" }
+                if a.reason_required_for_approve {
+                    ", reason required"
+                } else {
+                    ""
+                }
             )
         }
     }
@@ -312,10 +342,14 @@ pub fn action_from_args(a: &ExplainArgs) -> Result<Action, PolicyError> {
         } else {
             read_limited(src, MAX_CASES_BYTES)?
         };
-        return serde_json::from_str(&text).map_err(|e| PolicyError::BadAction(format!("{}: {e}", src.display())));
+        return serde_json::from_str(&text)
+            .map_err(|e| PolicyError::BadAction(format!("{}: {e}", src.display())));
     }
     let mut action = if let Some(bin) = &a.exec {
-        Action::exec(bin.clone(), std::iter::once(bin.clone()).chain(a.args.iter().cloned()))
+        Action::exec(
+            bin.clone(),
+            std::iter::once(bin.clone()).chain(a.args.iter().cloned()),
+        )
     } else if let Some(path) = &a.open {
         Action::open(path.clone())
     } else {
@@ -400,7 +434,11 @@ fn test(file: &Path, cases_path: &Path, out: &mut dyn Write) -> Res {
         let got_rule = d.rule_id.as_deref().unwrap_or("default");
         let mut problems = Vec::new();
         if d.outcome.kind() != case.outcome {
-            problems.push(format!("outcome {} (expected {})", d.outcome.kind(), case.outcome));
+            problems.push(format!(
+                "outcome {} (expected {})",
+                d.outcome.kind(),
+                case.outcome
+            ));
         }
         if let Some(rule) = &case.rule
             && rule != got_rule

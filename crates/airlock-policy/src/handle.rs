@@ -58,7 +58,9 @@ pub struct PolicyHandle {
 
 impl std::fmt::Debug for PolicyHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyHandle").field("version", &self.version()).finish()
+        f.debug_struct("PolicyHandle")
+            .field("version", &self.version())
+            .finish()
     }
 }
 
@@ -114,7 +116,10 @@ impl PolicyHandle {
     /// Swap in an already-validated policy.
     pub fn swap(&self, policy: Policy) -> ReloadOutcome {
         // A poisoned lock only means another swap panicked; the counter is still valid.
-        let mut last = self.swap_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .swap_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *last += 1;
         let generation = *last;
         let new = Arc::new(Current {

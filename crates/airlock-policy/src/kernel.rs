@@ -164,7 +164,10 @@ impl KernelPlan {
                 let Some(path) = action.path.as_deref() else {
                     return false;
                 };
-                !self.credential_globs.iter().any(|g| glob_matches(g, GlobKind::Path, path))
+                !self
+                    .credential_globs
+                    .iter()
+                    .any(|g| glob_matches(g, GlobKind::Path, path))
             }
             ActionClass::Connect | ActionClass::Send => {
                 let Some(ip) = action.destination.as_ref().and_then(|d| d.ip) else {
@@ -181,10 +184,20 @@ impl KernelPlan {
     /// policy, then write `next` — no action slips through the kernel under rules
     /// that never allowed it.
     pub fn strictest(&self, next: &KernelPlan) -> KernelPlan {
-        let mut watched: Vec<_> = self.watched_binaries.iter().chain(&next.watched_binaries).cloned().collect();
+        let mut watched: Vec<_> = self
+            .watched_binaries
+            .iter()
+            .chain(&next.watched_binaries)
+            .cloned()
+            .collect();
         watched.sort();
         watched.dedup();
-        let mut creds: Vec<_> = self.credential_globs.iter().chain(&next.credential_globs).cloned().collect();
+        let mut creds: Vec<_> = self
+            .credential_globs
+            .iter()
+            .chain(&next.credential_globs)
+            .cloned()
+            .collect();
         creds.sort();
         creds.dedup();
         KernelPlan {
@@ -209,7 +222,11 @@ impl KernelPlan {
         for sel in &self.watched_binaries {
             match sel {
                 BinarySelector::Name(g) => names.add(globset::Glob::new(g)?),
-                BinarySelector::Path(g) => paths.add(globset::GlobBuilder::new(g).literal_separator(true).build()?),
+                BinarySelector::Path(g) => paths.add(
+                    globset::GlobBuilder::new(g)
+                        .literal_separator(true)
+                        .build()?,
+                ),
             };
         }
         Ok((names.build()?, paths.build()?))
@@ -218,17 +235,7 @@ impl KernelPlan {
 
 /// A glob that fails to build counts as matching: the conservative answer for a gate.
 fn glob_matches(glob: &str, kind: GlobKind, text: &str) -> bool {
-    build_glob(glob, kind).is_none_or_match(text)
-}
-
-trait GlobResultExt {
-    fn is_none_or_match(self, text: &str) -> bool;
-}
-
-impl GlobResultExt for Result<globset::Glob, String> {
-    fn is_none_or_match(self, text: &str) -> bool {
-        self.map_or(true, |g| g.compile_matcher().is_match(text))
-    }
+    build_glob(glob, kind).map_or(true, |g| g.compile_matcher().is_match(text))
 }
 
 /// Sorted, disjoint, non-adjacent inclusive ranges.
@@ -310,7 +317,10 @@ impl IpSet {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for n in nets {
             match n {
-                IpNet::V4(n) => v4.push((u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast())))),
+                IpNet::V4(n) => v4.push((
+                    u128::from(u32::from(n.network())),
+                    u128::from(u32::from(n.broadcast())),
+                )),
                 IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
         }
@@ -359,7 +369,10 @@ impl IpSet {
         let mut out = Vec::new();
         for &(lo, hi) in &self.v4.0 {
             // v4 ranges were built from u32 values, so they fit.
-            let (lo, hi) = (u32::try_from(lo).unwrap_or(u32::MAX), u32::try_from(hi).unwrap_or(u32::MAX));
+            let (lo, hi) = (
+                u32::try_from(lo).unwrap_or(u32::MAX),
+                u32::try_from(hi).unwrap_or(u32::MAX),
+            );
             out.extend(Ipv4Subnets::new(Ipv4Addr::from(lo), Ipv4Addr::from(hi), 0).map(IpNet::V4));
         }
         for &(lo, hi) in &self.v6.0 {
@@ -370,6 +383,7 @@ impl IpSet {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests panic on failure")]
 mod tests {
     use super::*;
 

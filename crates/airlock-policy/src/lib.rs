@@ -118,7 +118,8 @@ mod raw;
 
 pub use action::{Action, ActionClass, Destination, ParentProcess, Protocol};
 pub use decision::{
-    ApproverRequirement, AskSpec, Decision, GrantScope, Mode, Outcome, OutcomeKind, Severity, ShadowHit, Verdict,
+    ApproverRequirement, AskSpec, Decision, GrantScope, Mode, Outcome, OutcomeKind, Severity,
+    ShadowHit, Verdict,
 };
 pub use error::{Location, PolicyError};
 pub use handle::{PolicyHandle, PolicyVersion, ReloadError, ReloadOutcome};

@@ -183,12 +183,15 @@ fn overlap_opt<T>(a: &Option<T>, b: &Option<T>, f: impl Fn(&T, &T) -> bool) -> b
 fn globs_cover(path_kind: bool) -> impl Fn(&GlobList, &GlobList) -> bool {
     move |a, b| {
         a.patterns.iter().any(|p| is_universal(p, path_kind))
-            || b.patterns.iter().all(|p| a.patterns.contains(p) || (is_literal(p) && a.is_match(p)))
+            || b.patterns
+                .iter()
+                .all(|p| a.patterns.contains(p) || (is_literal(p) && a.is_match(p)))
     }
 }
 
 fn globs_overlap(a: &GlobList, b: &GlobList) -> bool {
-    let lit_hit = |x: &GlobList, y: &GlobList| y.patterns.iter().any(|p| is_literal(p) && x.is_match(p));
+    let lit_hit =
+        |x: &GlobList, y: &GlobList| y.patterns.iter().any(|p| is_literal(p) && x.is_match(p));
     let all_literal = |x: &GlobList| x.patterns.iter().all(|p| is_literal(p));
     if all_literal(a) || all_literal(b) {
         // A literal side decides exactly.
@@ -200,16 +203,24 @@ fn globs_overlap(a: &GlobList, b: &GlobList) -> bool {
 
 fn binaries_cover(a: &BinaryGlobs, b: &BinaryGlobs) -> bool {
     a.patterns.iter().any(|p| p == "*")
-        || b.patterns.iter().all(|p| a.patterns.contains(p) || (is_literal(p) && a.is_match_path(p)))
+        || b.patterns
+            .iter()
+            .all(|p| a.patterns.contains(p) || (is_literal(p) && a.is_match_path(p)))
 }
 
 fn binaries_overlap(a: &BinaryGlobs, b: &BinaryGlobs) -> bool {
     let all_literal = |x: &BinaryGlobs| x.patterns.iter().all(|p| is_literal(p));
     if all_literal(b) {
-        return b.patterns.iter().any(|p| a.is_match_path(p) || sole_names_overlap(a, p));
+        return b
+            .patterns
+            .iter()
+            .any(|p| a.is_match_path(p) || sole_names_overlap(a, p));
     }
     if all_literal(a) {
-        return a.patterns.iter().any(|p| b.is_match_path(p) || sole_names_overlap(b, p));
+        return a
+            .patterns
+            .iter()
+            .any(|p| b.is_match_path(p) || sole_names_overlap(b, p));
     }
     true
 }
@@ -219,11 +230,11 @@ fn sole_names_overlap(x: &BinaryGlobs, p: &str) -> bool {
     !p.contains('/') && x.patterns.iter().any(|q| q.contains('/'))
 }
 
-fn subset<T: PartialEq>(a: &Vec<T>, b: &Vec<T>) -> bool {
+fn subset<T: PartialEq>(a: &[T], b: &[T]) -> bool {
     b.iter().all(|x| a.contains(x))
 }
 
-fn intersects<T: PartialEq>(a: &Vec<T>, b: &Vec<T>) -> bool {
+fn intersects<T: PartialEq>(a: &[T], b: &[T]) -> bool {
     b.iter().any(|x| a.contains(x))
 }
 
@@ -241,14 +252,15 @@ pub(crate) fn covers(a: &Matcher, b: &Matcher) -> bool {
         })
         && covers_opt(&a.host, &b.host, globs_cover(false))
         && covers_opt(&a.port, &b.port, |a, b| {
-            b.iter().all(|&(lo, hi)| a.iter().any(|&(l, h)| l <= lo && hi <= h))
+            b.iter()
+                .all(|&(lo, hi)| a.iter().any(|&(l, h)| l <= lo && hi <= h))
         })
-        && covers_opt(&a.protocol, &b.protocol, subset)
-        && covers_opt(&a.scheme, &b.scheme, subset)
+        && covers_opt(&a.protocol, &b.protocol, |a, b| subset(a, b))
+        && covers_opt(&a.scheme, &b.scheme, |a, b| subset(a, b))
         && covers_opt(&a.url, &b.url, globs_cover(false))
         && covers_opt(&a.s3_bucket, &b.s3_bucket, globs_cover(false))
         && covers_opt(&a.s3_key, &b.s3_key, globs_cover(true))
-        && covers_opt(&a.uid, &b.uid, subset)
+        && covers_opt(&a.uid, &b.uid, |a, b| subset(a, b))
         && covers_opt(&a.user, &b.user, globs_cover(false))
         && covers_opt(&a.cgroup, &b.cgroup, globs_cover(true))
         && covers_opt(&a.unit, &b.unit, globs_cover(false))
@@ -260,20 +272,21 @@ pub(crate) fn may_overlap(a: &Matcher, b: &Matcher) -> bool {
     overlap_opt(&a.binary, &b.binary, binaries_overlap)
         && overlap_opt(&a.path, &b.path, globs_overlap)
         && overlap_opt(&a.cidr, &b.cidr, |a, b| {
-            a.iter().any(|m| b.iter().any(|n| m.contains(n) || n.contains(m)))
+            a.iter()
+                .any(|m| b.iter().any(|n| m.contains(n) || n.contains(m)))
         })
         && overlap_opt(&a.host, &b.host, globs_overlap)
         && overlap_opt(&a.port, &b.port, |a, b| {
-            a.iter().any(|&(l, h)| b.iter().any(|&(lo, hi)| l <= hi && lo <= h))
+            a.iter()
+                .any(|&(l, h)| b.iter().any(|&(lo, hi)| l <= hi && lo <= h))
         })
-        && overlap_opt(&a.protocol, &b.protocol, intersects)
-        && overlap_opt(&a.scheme, &b.scheme, intersects)
+        && overlap_opt(&a.protocol, &b.protocol, |a, b| intersects(a, b))
+        && overlap_opt(&a.scheme, &b.scheme, |a, b| intersects(a, b))
         && overlap_opt(&a.url, &b.url, globs_overlap)
         && overlap_opt(&a.s3_bucket, &b.s3_bucket, globs_overlap)
         && overlap_opt(&a.s3_key, &b.s3_key, globs_overlap)
-        && overlap_opt(&a.uid, &b.uid, intersects)
+        && overlap_opt(&a.uid, &b.uid, |a, b| intersects(a, b))
         && overlap_opt(&a.user, &b.user, globs_overlap)
         && overlap_opt(&a.cgroup, &b.cgroup, globs_overlap)
         && overlap_opt(&a.unit, &b.unit, globs_overlap)
 }
-

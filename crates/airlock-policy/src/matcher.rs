@@ -196,7 +196,11 @@ pub(crate) struct Matcher {
 }
 
 /// `Some(list)` must match `value`; a missing value never matches a present condition.
-fn check<T: ?Sized>(cond: Option<&GlobList>, value: Option<&T>, f: impl Fn(&GlobList, &T) -> bool) -> bool {
+fn check<T: ?Sized>(
+    cond: Option<&GlobList>,
+    value: Option<&T>,
+    f: impl Fn(&GlobList, &T) -> bool,
+) -> bool {
     match cond {
         None => true,
         Some(c) => value.is_some_and(|v| f(c, v)),
@@ -294,7 +298,9 @@ impl Matcher {
             }
         }
         if let Some(protos) = &self.protocol
-            && !dest.and_then(|d| d.protocol).is_some_and(|p| protos.contains(&p))
+            && !dest
+                .and_then(|d| d.protocol)
+                .is_some_and(|p| protos.contains(&p))
         {
             return false;
         }
@@ -321,14 +327,19 @@ impl Matcher {
                 return false;
             }
         }
-        if !check(self.host.as_ref(), dest.and_then(|d| d.hostname.as_deref()), |g, h| {
-            g.is_match(h.strip_suffix('.').unwrap_or(h))
-        }) {
+        if !check(
+            self.host.as_ref(),
+            dest.and_then(|d| d.hostname.as_deref()),
+            |g, h| g.is_match(h.strip_suffix('.').unwrap_or(h)),
+        ) {
             return false;
         }
         let text = |cond: Option<&GlobList>, v: Option<&str>| check(cond, v, |g, s| g.is_match(s));
         text(self.url.as_ref(), dest.and_then(|d| d.url.as_deref()))
-            && text(self.s3_bucket.as_ref(), dest.and_then(|d| d.s3_bucket.as_deref()))
+            && text(
+                self.s3_bucket.as_ref(),
+                dest.and_then(|d| d.s3_bucket.as_deref()),
+            )
             && text(self.s3_key.as_ref(), dest.and_then(|d| d.s3_key.as_deref()))
             && text(self.user.as_ref(), action.user.as_deref())
             && text(self.cgroup.as_ref(), action.cgroup.as_deref())

@@ -13,12 +13,13 @@ use toml::Spanned;
 
 use crate::action::{Action, ActionClass};
 use crate::decision::{
-    ApproverRequirement, AskSpec, Decision, GrantScope, Mode, Outcome, OutcomeKind, Severity, ShadowHit,
-    Verdict,
+    ApproverRequirement, AskSpec, Decision, GrantScope, Mode, Outcome, OutcomeKind, Severity,
+    ShadowHit, Verdict,
 };
 use crate::error::{Location, PolicyError};
 use crate::matcher::{
-    ArgPattern, ArgvMatcher, BinaryGlobs, ClassSet, GlobKind, GlobList, Matcher, build_glob, build_regex,
+    ArgPattern, ArgvMatcher, BinaryGlobs, ClassSet, GlobKind, GlobList, Matcher, build_glob,
+    build_regex,
 };
 use crate::raw::{RawApprover, RawAsk, RawPolicy, RawPort, RawRule};
 
@@ -119,7 +120,6 @@ impl Policy {
     /// [`PolicyError::BadRegex`], [`PolicyError::BadCidr`], [`PolicyError::UnknownGroup`],
     /// [`PolicyError::DuplicateRuleId`] and [`PolicyError::Invalid`], each with its
     /// `file:line:column`.
-    #[expect(clippy::should_implement_trait, reason = "needs a file name for error locations")]
     pub fn from_str(file: &str, text: &str) -> Result<Self, PolicyError> {
         let size = text.len() as u64;
         if size > MAX_POLICY_BYTES {
@@ -177,7 +177,10 @@ impl Policy {
             return self.decision(None, Outcome::Allow, None, Severity::Low, shadow);
         }
         for rule in &self.rules {
-            if rule.mode == Mode::Off || !rule.classes.contains(action.class) || !rule.matcher.is_match(action) {
+            if rule.mode == Mode::Off
+                || !rule.classes.contains(action.class)
+                || !rule.matcher.is_match(action)
+            {
                 continue;
             }
             if rule.mode == Mode::Shadow {
@@ -196,7 +199,13 @@ impl Policy {
             );
         }
         let d = &self.defaults[class_index(action.class)];
-        self.decision(None, d.outcome.clone(), d.reason.clone(), d.severity, shadow)
+        self.decision(
+            None,
+            d.outcome.clone(),
+            d.reason.clone(),
+            d.severity,
+            shadow,
+        )
     }
 
     fn decision(
@@ -298,9 +307,17 @@ fn compile(cx: &Cx<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
             OutcomeKind::Deny => Outcome::Deny,
             OutcomeKind::Ask => {
                 let base = default_ask.as_ref().ok_or_else(|| {
-                    cx.invalid(kind, "a default of `ask` needs [defaults.ask] with approvers")
+                    cx.invalid(
+                        kind,
+                        "a default of `ask` needs [defaults.ask] with approvers",
+                    )
                 })?;
-                Outcome::Ask(Arc::new(base.spec(cx, kind, default_severity, default_reason.as_deref())?))
+                Outcome::Ask(Arc::new(base.spec(
+                    cx,
+                    kind,
+                    default_severity,
+                    default_reason.as_deref(),
+                )?))
             }
         };
         Ok(ClassDefault {
@@ -353,11 +370,13 @@ fn compile(cx: &Cx<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
 
 fn hex_sha256(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut s, b| {
-        // Writing into a String cannot fail.
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            // Writing into a String cannot fail.
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Ask settings after merging a rule's `ask` table over `[defaults.ask]`.
@@ -392,7 +411,9 @@ impl AskBase {
                 for item in list {
                     let (group, q) = match item.get_ref() {
                         RawApprover::Name(g) => (g.clone(), quorum.unwrap_or(1)),
-                        RawApprover::Table { group, quorum: q } => (group.clone(), q.or(quorum).unwrap_or(1)),
+                        RawApprover::Table { group, quorum: q } => {
+                            (group.clone(), q.or(quorum).unwrap_or(1))
+                        }
                     };
                     if q == 0 {
                         return Err(cx.invalid(item, "quorum must be at least 1"));
@@ -422,7 +443,10 @@ impl AskBase {
             Some(t) => {
                 let d = parse_duration(cx, t)?;
                 if d > MAX_TTL {
-                    return Err(cx.invalid(t, format!("ttl longer than {}", humantime::format_duration(MAX_TTL))));
+                    return Err(cx.invalid(
+                        t,
+                        format!("ttl longer than {}", humantime::format_duration(MAX_TTL)),
+                    ));
                 }
                 d
             }
@@ -432,7 +456,13 @@ impl AskBase {
             Some(g) if g.get_ref() == "once" => GrantScope::Once,
             Some(g) => GrantScope::Duration {
                 max: parse_duration(cx, g).map_err(|_| {
-                    cx.invalid(g, format!("grant must be \"once\" or a duration like \"1h\", not `{}`", g.get_ref()))
+                    cx.invalid(
+                        g,
+                        format!(
+                            "grant must be \"once\" or a duration like \"1h\", not `{}`",
+                            g.get_ref()
+                        ),
+                    )
                 })?,
             },
             None => base.map_or(GrantScope::Once, |b| b.grant),
@@ -440,9 +470,15 @@ impl AskBase {
         Ok(Self {
             approvers,
             ttl,
-            on_timeout: a.on_timeout.or(base.map(|b| b.on_timeout)).unwrap_or(Verdict::Deny),
+            on_timeout: a
+                .on_timeout
+                .or(base.map(|b| b.on_timeout))
+                .unwrap_or(Verdict::Deny),
             grant,
-            reason_required: a.reason_required.or(base.map(|b| b.reason_required)).unwrap_or(false),
+            reason_required: a
+                .reason_required
+                .or(base.map(|b| b.reason_required))
+                .unwrap_or(false),
         })
     }
 
@@ -454,7 +490,10 @@ impl AskBase {
         reason: Option<&str>,
     ) -> Result<AskSpec, PolicyError> {
         if self.approvers.is_empty() {
-            return Err(cx.invalid(at, "`ask` needs approvers (in the rule's ask table or [defaults.ask])"));
+            return Err(cx.invalid(
+                at,
+                "`ask` needs approvers (in the rule's ask table or [defaults.ask])",
+            ));
         }
         Ok(AskSpec {
             approvers: self.approvers.clone(),
@@ -486,7 +525,9 @@ fn compile_rule(
 ) -> Result<Rule, PolicyError> {
     let r = spanned.get_ref();
     let classes = match &r.on {
-        Some(on) if on.get_ref().is_empty() => return Err(cx.invalid(on, "`on` must name at least one class")),
+        Some(on) if on.get_ref().is_empty() => {
+            return Err(cx.invalid(on, "`on` must name at least one class"));
+        }
         Some(on) => ClassSet::of(on.get_ref()),
         None => ClassSet::ALL,
     };
@@ -495,13 +536,26 @@ fn compile_rule(
         (OutcomeKind::Ask, ask) => {
             let base = match ask {
                 Some(a) => AskBase::from_raw(cx, a, groups, default_ask)?,
-                None => default_ask
-                    .cloned()
-                    .ok_or_else(|| cx.invalid(&r.outcome, "`ask` needs approvers (in the rule's ask table or [defaults.ask])"))?,
+                None => default_ask.cloned().ok_or_else(|| {
+                    cx.invalid(
+                        &r.outcome,
+                        "`ask` needs approvers (in the rule's ask table or [defaults.ask])",
+                    )
+                })?,
             };
-            Outcome::Ask(Arc::new(base.spec(cx, &r.outcome, severity, r.reason.as_deref())?))
+            Outcome::Ask(Arc::new(base.spec(
+                cx,
+                &r.outcome,
+                severity,
+                r.reason.as_deref(),
+            )?))
         }
-        (kind, Some(a)) => return Err(cx.invalid(a, format!("an `ask` table only applies to outcome = \"ask\", not \"{kind}\""))),
+        (kind, Some(a)) => {
+            return Err(cx.invalid(
+                a,
+                format!("an `ask` table only applies to outcome = \"ask\", not \"{kind}\""),
+            ));
+        }
         (OutcomeKind::Allow, None) => Outcome::Allow,
         (OutcomeKind::Deny, None) => Outcome::Deny,
     };
@@ -538,7 +592,9 @@ fn globs(
         b.add(g);
         patterns.push(p.get_ref().clone());
     }
-    let set = b.build().map_err(|e| bad_glob(cx, &list[0], e.to_string()))?;
+    let set = b
+        .build()
+        .map_err(|e| bad_glob(cx, &list[0], e.to_string()))?;
     Ok(Some(GlobList { patterns, set }))
 }
 
@@ -558,7 +614,11 @@ fn binary_globs(
     let Some(list) = list else { return Ok(None) };
     let mut compiled = Vec::with_capacity(list.len());
     for p in list {
-        let kind = if p.get_ref().contains('/') { GlobKind::Path } else { GlobKind::Text };
+        let kind = if p.get_ref().contains('/') {
+            GlobKind::Path
+        } else {
+            GlobKind::Text
+        };
         let g = build_glob(p.get_ref(), kind).map_err(|reason| bad_glob(cx, p, reason))?;
         compiled.push((p.get_ref().clone(), g));
     }
@@ -567,7 +627,9 @@ fn binary_globs(
             location: cx.loc(rule_at),
             reason: "empty binary/parent list (remove the field to match anything)".to_owned(),
         }),
-        Some(first) => BinaryGlobs::new(compiled).map(Some).map_err(|e| bad_glob(cx, first, e.to_string())),
+        Some(first) => BinaryGlobs::new(compiled)
+            .map(Some)
+            .map_err(|e| bad_glob(cx, first, e.to_string())),
     }
 }
 
@@ -577,15 +639,23 @@ fn compile_matcher(cx: &Cx<'_>, rule_at: usize, r: &RawRule) -> Result<Matcher, 
         let raw = a.get_ref();
         let pattern = match (&raw.glob, &raw.regex) {
             (Some(g), None) => {
-                let glob = build_glob(g.get_ref(), GlobKind::Text).map_err(|reason| bad_glob(cx, g, reason))?;
+                let glob = build_glob(g.get_ref(), GlobKind::Text)
+                    .map_err(|reason| bad_glob(cx, g, reason))?;
                 ArgPattern::Glob(g.get_ref().clone(), glob.compile_matcher())
             }
-            (None, Some(re)) => ArgPattern::Regex(build_regex(re.get_ref()).map_err(|reason| PolicyError::BadRegex {
-                location: cx.at(re),
-                regex: re.get_ref().clone(),
-                reason,
+            (None, Some(re)) => ArgPattern::Regex(build_regex(re.get_ref()).map_err(|reason| {
+                PolicyError::BadRegex {
+                    location: cx.at(re),
+                    regex: re.get_ref().clone(),
+                    reason,
+                }
             })?),
-            _ => return Err(cx.invalid(a, "an argv condition needs exactly one of `glob` or `regex`")),
+            _ => {
+                return Err(cx.invalid(
+                    a,
+                    "an argv condition needs exactly one of `glob` or `regex`",
+                ));
+            }
         };
         argv.push(ArgvMatcher {
             position: raw.position,
@@ -597,11 +667,13 @@ fn compile_matcher(cx: &Cx<'_>, rule_at: usize, r: &RawRule) -> Result<Matcher, 
         Some(list) => {
             let mut nets = Vec::with_capacity(list.len());
             for c in list {
-                nets.push(parse_cidr(c.get_ref()).map_err(|reason| PolicyError::BadCidr {
-                    location: cx.at(c),
-                    cidr: c.get_ref().clone(),
-                    reason,
-                })?);
+                nets.push(
+                    parse_cidr(c.get_ref()).map_err(|reason| PolicyError::BadCidr {
+                        location: cx.at(c),
+                        cidr: c.get_ref().clone(),
+                        reason,
+                    })?,
+                );
             }
             Some(nets)
         }
@@ -613,8 +685,9 @@ fn compile_matcher(cx: &Cx<'_>, rule_at: usize, r: &RawRule) -> Result<Matcher, 
             for p in list {
                 ranges.push(match p.get_ref() {
                     RawPort::One(n) => (*n, *n),
-                    RawPort::Range(s) => parse_port_range(s)
-                        .ok_or_else(|| cx.invalid(p, format!("bad port range `{s}` (expected \"LOW-HIGH\")")))?,
+                    RawPort::Range(s) => parse_port_range(s).ok_or_else(|| {
+                        cx.invalid(p, format!("bad port range `{s}` (expected \"LOW-HIGH\")"))
+                    })?,
                 });
             }
             Some(ranges)
@@ -628,7 +701,10 @@ fn compile_matcher(cx: &Cx<'_>, rule_at: usize, r: &RawRule) -> Result<Matcher, 
         host: globs(cx, rule_at, &r.host, GlobKind::Host)?,
         port,
         protocol: r.protocol.clone(),
-        scheme: r.scheme.as_ref().map(|v| v.iter().map(|s| s.to_ascii_lowercase()).collect()),
+        scheme: r
+            .scheme
+            .as_ref()
+            .map(|v| v.iter().map(|s| s.to_ascii_lowercase()).collect()),
         url: globs(cx, rule_at, &r.url, GlobKind::Text)?,
         s3_bucket: globs(cx, rule_at, &r.s3_bucket, GlobKind::Text)?,
         s3_key: globs(cx, rule_at, &r.s3_key, GlobKind::Path)?,
@@ -649,7 +725,9 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
             .map(|ip| IpNet::from(ip.to_canonical()))
             .map_err(|e| e.to_string());
     }
-    let net: IpNet = s.parse().map_err(|e: ipnet::AddrParseError| e.to_string())?;
+    let net: IpNet = s
+        .parse()
+        .map_err(|e: ipnet::AddrParseError| e.to_string())?;
     if net.trunc() != net {
         return Err(format!("host bits set (did you mean {}?)", net.trunc()));
     }

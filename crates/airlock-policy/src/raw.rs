@@ -43,7 +43,10 @@ pub(crate) struct RawDefaults {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGroup {
     #[serde(default)]
-    #[expect(dead_code, reason = "documentation for humans; membership lives in the hub")]
+    #[expect(
+        dead_code,
+        reason = "documentation for humans; membership lives in the hub"
+    )]
     pub description: Option<String>,
 }
 

@@ -1,13 +1,23 @@
 //! The kernel-plan invariant: whatever the kernel lets through without asking, the
 //! user-space evaluator allows (with no "would have" shadow hit), for random policies
 //! and random actions. Plus a fixed check of the example policy's plan.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use airlock_policy::{Action, ActionClass, BinarySelector, Destination, OutcomeKind, ParentProcess, Policy};
+use airlock_policy::{
+    Action, ActionClass, BinarySelector, Destination, OutcomeKind, ParentProcess, Policy,
+};
 use proptest::prelude::*;
 
-const BINARIES: &[&str] = &["aws", "rclone", "/usr/bin/curl", "/usr/**/git", "py*", "/opt/*/bin/tool"];
+const BINARIES: &[&str] = &[
+    "aws",
+    "rclone",
+    "/usr/bin/curl",
+    "/usr/**/git",
+    "py*",
+    "/opt/*/bin/tool",
+];
 const PATHS: &[&str] = &["/home/*/.aws/**", "/etc/shadow", "/tmp/*", "**/.env"];
 const CIDRS: &[&str] = &[
     "10.0.0.0/8",
@@ -56,24 +66,47 @@ fn rule() -> impl Strategy<Value = String> {
             proptest::option::weighted(0.15, Just("[\"acme-*\"]")),
         ),
     )
-        .prop_map(|(on, outcome, mode, binary, path, cidr, host, (port, uid, argv, user, parent, bucket))| {
-            let mut s = format!("outcome = \"{outcome}\"\nmode = \"{mode}\"\n");
-            if let Some(on) = on {
-                let items: Vec<String> = on.iter().map(|c| format!("{c:?}")).collect();
-                s += &format!("on = [{}]\n", items.join(", "));
-            }
-            for (k, v) in [("binary", binary), ("path", path), ("cidr", cidr), ("host", host)] {
-                if let Some(v) = v {
-                    s += &format!("{k} = {v}\n");
+        .prop_map(
+            |(
+                on,
+                outcome,
+                mode,
+                binary,
+                path,
+                cidr,
+                host,
+                (port, uid, argv, user, parent, bucket),
+            )| {
+                let mut s = format!("outcome = \"{outcome}\"\nmode = \"{mode}\"\n");
+                if let Some(on) = on {
+                    let items: Vec<String> = on.iter().map(|c| format!("{c:?}")).collect();
+                    s += &format!("on = [{}]\n", items.join(", "));
                 }
-            }
-            for (k, v) in [("port", port), ("uid", uid), ("argv", argv), ("user", user), ("parent", parent), ("s3_bucket", bucket)] {
-                if let Some(v) = v {
-                    s += &format!("{k} = {v}\n");
+                for (k, v) in [
+                    ("binary", binary),
+                    ("path", path),
+                    ("cidr", cidr),
+                    ("host", host),
+                ] {
+                    if let Some(v) = v {
+                        s += &format!("{k} = {v}\n");
+                    }
                 }
-            }
-            s
-        })
+                for (k, v) in [
+                    ("port", port),
+                    ("uid", uid),
+                    ("argv", argv),
+                    ("user", user),
+                    ("parent", parent),
+                    ("s3_bucket", bucket),
+                ] {
+                    if let Some(v) = v {
+                        s += &format!("{k} = {v}\n");
+                    }
+                }
+                s
+            },
+        )
 }
 
 fn policy_text() -> impl Strategy<Value = String> {
@@ -111,25 +144,75 @@ fn action() -> impl Strategy<Value = Action> {
     let opt = |p: &'static [&'static str]| proptest::option::of(pick(p).prop_map(str::to_owned));
     (
         proptest::sample::select(ActionClass::ALL.to_vec()),
-        opt(&["/usr/bin/aws", "/usr/local/bin/rclone", "/usr/bin/curl", "/usr/lib/git-core/git", "/usr/bin/python3", "/bin/ls", "/opt/x/bin/tool"]),
+        opt(&[
+            "/usr/bin/aws",
+            "/usr/local/bin/rclone",
+            "/usr/bin/curl",
+            "/usr/lib/git-core/git",
+            "/usr/bin/python3",
+            "/bin/ls",
+            "/opt/x/bin/tool",
+        ]),
         proptest::sample::subsequence(vec!["s3", "cp", "--recursive", "ls"], 0..3),
-        opt(&["/home/dev/.aws/credentials", "/etc/shadow", "/tmp/x", "/srv/app/.env", "/etc/hosts"]),
-        (proptest::option::of(ip()), proptest::option::of(prop_oneof![Just(443u16), Just(8080), any::<u16>()])),
-        (opt(&["a.example.com", "pypi.org", "evil.net"]), opt(&["acme-reports", "evil"])),
-        (proptest::option::of(prop_oneof![Just(0u32), Just(1000), Just(33)]), opt(&["agent-1", "root"])),
+        opt(&[
+            "/home/dev/.aws/credentials",
+            "/etc/shadow",
+            "/tmp/x",
+            "/srv/app/.env",
+            "/etc/hosts",
+        ]),
+        (
+            proptest::option::of(ip()),
+            proptest::option::of(prop_oneof![Just(443u16), Just(8080), any::<u16>()]),
+        ),
+        (
+            opt(&["a.example.com", "pypi.org", "evil.net"]),
+            opt(&["acme-reports", "evil"]),
+        ),
+        (
+            proptest::option::of(prop_oneof![Just(0u32), Just(1000), Just(33)]),
+            opt(&["agent-1", "root"]),
+        ),
         opt(&["/usr/bin/python3.11", "/bin/bash"]),
     )
-        .prop_map(|(class, binary, args, path, (ip, port), (hostname, s3_bucket), (uid, user), parent)| {
-            let mut a = Action::new(class);
-            a.binary = binary.clone();
-            a.argv = binary.into_iter().chain(args.into_iter().map(str::to_owned)).collect();
-            a.path = path;
-            a.destination = Some(Destination { ip, port, hostname, s3_bucket, ..Destination::default() });
-            a.uid = uid;
-            a.user = user;
-            a.parents = parent.into_iter().map(|b| ParentProcess { pid: 1, binary: Some(b), comm: None }).collect();
-            a
-        })
+        .prop_map(
+            |(
+                class,
+                binary,
+                args,
+                path,
+                (ip, port),
+                (hostname, s3_bucket),
+                (uid, user),
+                parent,
+            )| {
+                let mut a = Action::new(class);
+                a.binary = binary.clone();
+                a.argv = binary
+                    .into_iter()
+                    .chain(args.into_iter().map(str::to_owned))
+                    .collect();
+                a.path = path;
+                a.destination = Some(Destination {
+                    ip,
+                    port,
+                    hostname,
+                    s3_bucket,
+                    ..Destination::default()
+                });
+                a.uid = uid;
+                a.user = user;
+                a.parents = parent
+                    .into_iter()
+                    .map(|b| ParentProcess {
+                        pid: 1,
+                        binary: Some(b),
+                        comm: None,
+                    })
+                    .collect();
+                a
+            },
+        )
 }
 
 proptest! {
@@ -164,7 +247,10 @@ proptest! {
 }
 
 fn example() -> Policy {
-    Policy::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-agent-host.toml")).unwrap()
+    Policy::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-agent-host.toml"),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -172,19 +258,49 @@ fn example_plan() {
     let plan = example().kernel_plan();
     assert!(!plan.watch_all_execs && !plan.watch_all_opens, "{plan:?}");
     for b in ["aws", "rclone", "nc", "curl"] {
-        assert!(plan.watched_binaries.contains(&BinarySelector::Name(b.to_owned())), "{b}: {plan:?}");
+        assert!(
+            plan.watched_binaries
+                .contains(&BinarySelector::Name(b.to_owned())),
+            "{b}: {plan:?}"
+        );
     }
-    assert!(!plan.watched_binaries.contains(&BinarySelector::Name("git".to_owned())));
-    assert!(plan.credential_globs.contains(&"/home/*/.aws/**".to_owned()));
-    let v4: Vec<String> = plan.allowed_cidrs.iter().filter(|n| matches!(n, ipnet::IpNet::V4(_))).map(ToString::to_string).collect();
+    assert!(
+        !plan
+            .watched_binaries
+            .contains(&BinarySelector::Name("git".to_owned()))
+    );
+    assert!(
+        plan.credential_globs
+            .contains(&"/home/*/.aws/**".to_owned())
+    );
+    let v4: Vec<String> = plan
+        .allowed_cidrs
+        .iter()
+        .filter(|n| matches!(n, ipnet::IpNet::V4(_)))
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         v4,
-        ["10.0.0.0/8", "127.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+        [
+            "10.0.0.0/8",
+            "127.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16"
+        ],
         "private networks only; hosts and buckets are decided in user space"
     );
     // fc00::/7 minus the denied IPv6 metadata address: the deny is carved out.
-    let in_kernel = |ip: &str| plan.allowed_cidrs.iter().any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()));
-    assert!(in_kernel("::1") && in_kernel("fc00::1") && in_kernel("fd00:ec2::253") && in_kernel("fd00:ec2::255"));
+    let in_kernel = |ip: &str| {
+        plan.allowed_cidrs
+            .iter()
+            .any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()))
+    };
+    assert!(
+        in_kernel("::1")
+            && in_kernel("fc00::1")
+            && in_kernel("fd00:ec2::253")
+            && in_kernel("fd00:ec2::255")
+    );
     assert!(!in_kernel("fd00:ec2::254") && !in_kernel("2001:db8::1"));
     let v6_addresses: u128 = plan
         .allowed_cidrs
@@ -194,8 +310,17 @@ fn example_plan() {
             _ => None,
         })
         .sum();
-    assert_eq!(v6_addresses, (1u128 << 121) - 1 + 1, "fc00::/7 minus one address, plus ::1");
-    let connect = |ip: &str| Action::connect(Destination { ip: Some(ip.parse().unwrap()), ..Destination::default() });
+    assert_eq!(
+        v6_addresses,
+        (1u128 << 121) - 1 + 1,
+        "fc00::/7 minus one address, plus ::1"
+    );
+    let connect = |ip: &str| {
+        Action::connect(Destination {
+            ip: Some(ip.parse().unwrap()),
+            ..Destination::default()
+        })
+    };
     assert!(plan.passes(&connect("10.9.9.9")));
     assert!(!plan.passes(&connect("169.254.169.254")));
     assert!(!plan.passes(&connect("151.101.0.223")));
@@ -253,10 +378,30 @@ outcome = "allow"
         .filter(|n| nets.contains(*n))
         .map(|n| 1u64 << (32 - n.prefix_len()))
         .sum();
-    assert_eq!(total, (1 << 24) - 1, "10/8 minus one address: {:?}", plan.allowed_cidrs);
-    assert!(!plan.allowed_cidrs.iter().any(|n| n.contains(&"10.1.2.3".parse::<IpAddr>().unwrap())));
+    assert_eq!(
+        total,
+        (1 << 24) - 1,
+        "10/8 minus one address: {:?}",
+        plan.allowed_cidrs
+    );
+    assert!(
+        !plan
+            .allowed_cidrs
+            .iter()
+            .any(|n| n.contains(&"10.1.2.3".parse::<IpAddr>().unwrap()))
+    );
     // 192.168/16 had a conditional ask first: not allowed in the kernel.
-    assert!(!plan.allowed_cidrs.iter().any(|n| n.contains(&"192.168.1.1".parse::<IpAddr>().unwrap())));
+    assert!(
+        !plan
+            .allowed_cidrs
+            .iter()
+            .any(|n| n.contains(&"192.168.1.1".parse::<IpAddr>().unwrap()))
+    );
     // A connect-only allow does not cover sends on that socket.
-    assert!(!plan.allowed_cidrs.iter().any(|n| n.contains(&"172.16.0.1".parse::<IpAddr>().unwrap())));
+    assert!(
+        !plan
+            .allowed_cidrs
+            .iter()
+            .any(|n| n.contains(&"172.16.0.1".parse::<IpAddr>().unwrap()))
+    );
 }

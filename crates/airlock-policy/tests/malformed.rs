@@ -1,4 +1,5 @@
 //! Malformed policies are rejected with `file:line:column` and the reason.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
 mod common;
 
@@ -12,10 +13,16 @@ fn reject(body: &str) -> (PolicyError, usize, usize, String) {
     match Policy::from_str("bad.toml", &text) {
         Ok(_) => panic!("accepted:\n{body}"),
         Err(e) => {
-            let loc = e.location().cloned().unwrap_or_else(|| panic!("no location: {e}"));
+            let loc = e
+                .location()
+                .cloned()
+                .unwrap_or_else(|| panic!("no location: {e}"));
             assert_eq!(loc.file, "bad.toml");
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("bad.toml:{}:{}: ", loc.line, loc.column)), "{msg}");
+            assert!(
+                msg.starts_with(&format!("bad.toml:{}:{}: ", loc.line, loc.column)),
+                "{msg}"
+            );
             (e, loc.line - offset, loc.column, msg)
         }
     }
@@ -30,11 +37,13 @@ fn syntax_error() {
 
 #[test]
 fn unknown_fields() {
-    let (e, line, col, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\n  binaries = [\"aws\"]\n");
+    let (e, line, col, msg) =
+        reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\n  binaries = [\"aws\"]\n");
     assert!(matches!(e, PolicyError::Parse { .. }), "{msg}");
     assert!(msg.contains("unknown field `binaries`"), "{msg}");
     assert_eq!((line, col), (4, 3), "{msg}");
-    let (_, _, _, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ pos = 1, glob = \"x\" }]\n");
+    let (_, _, _, msg) =
+        reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ pos = 1, glob = \"x\" }]\n");
     assert!(msg.contains("unknown field `pos`"), "{msg}");
     let (_, _, _, msg) = reject("[surprise]\nx = 1\n");
     assert!(msg.contains("unknown field `surprise`"), "{msg}");
@@ -57,7 +66,8 @@ fn wrong_values() {
 
 #[test]
 fn bad_globs() {
-    let (e, line, col, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\npath = [\"/ok\", \"/etc/[shadow\"]\n");
+    let (e, line, col, msg) =
+        reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\npath = [\"/ok\", \"/etc/[shadow\"]\n");
     assert!(matches!(e, PolicyError::BadGlob { .. }), "{msg}");
     assert!(msg.contains("/etc/[shadow"), "{msg}");
     assert_eq!((line, col), (4, 16), "{msg}");
@@ -67,20 +77,33 @@ fn bad_globs() {
     let (e, _, _, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nbinary = [\"\"]\n");
     assert!(matches!(e, PolicyError::BadGlob { .. }), "{msg}");
     let long = "a".repeat(5000);
-    let (e, _, _, msg) = reject(&format!("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nuser = [\"{long}\"]\n"));
-    assert!(matches!(e, PolicyError::BadGlob { .. }) && msg.contains("longer than"), "{msg}");
+    let (e, _, _, msg) = reject(&format!(
+        "[[rule]]\nid = \"a\"\noutcome = \"deny\"\nuser = [\"{long}\"]\n"
+    ));
+    assert!(
+        matches!(e, PolicyError::BadGlob { .. }) && msg.contains("longer than"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn bad_regexes() {
-    let (e, line, col, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ regex = \"(unclosed\" }]\n");
+    let (e, line, col, msg) =
+        reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ regex = \"(unclosed\" }]\n");
     assert!(matches!(e, PolicyError::BadRegex { .. }), "{msg}");
     assert_eq!((line, col), (4, 19), "{msg}");
     // Compiles to far more than the size limit.
-    let (e, _, _, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ regex = '\\w{1000}\\w{1000}\\w{1000}' }]\n");
+    let (e, _, _, msg) = reject(
+        "[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ regex = '\\w{1000}\\w{1000}\\w{1000}' }]\n",
+    );
     assert!(matches!(e, PolicyError::BadRegex { .. }), "{msg}");
-    let (e, _, _, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ glob = \"x\", regex = \"y\" }]\n");
-    assert!(matches!(e, PolicyError::Invalid { .. }) && msg.contains("exactly one"), "{msg}");
+    let (e, _, _, msg) = reject(
+        "[[rule]]\nid = \"a\"\noutcome = \"deny\"\nargv = [{ glob = \"x\", regex = \"y\" }]\n",
+    );
+    assert!(
+        matches!(e, PolicyError::Invalid { .. }) && msg.contains("exactly one"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -91,7 +114,9 @@ fn bad_cidrs() {
         ("example.com", "bad CIDR"),
         ("fe80::/129", "bad CIDR"),
     ] {
-        let (e, line, col, msg) = reject(&format!("[[rule]]\nid = \"a\"\noutcome = \"deny\"\ncidr = [\"{cidr}\"]\n"));
+        let (e, line, col, msg) = reject(&format!(
+            "[[rule]]\nid = \"a\"\noutcome = \"deny\"\ncidr = [\"{cidr}\"]\n"
+        ));
         assert!(matches!(e, PolicyError::BadCidr { .. }), "{msg}");
         assert!(msg.contains(needle), "{msg}");
         assert_eq!((line, col), (4, 9), "{msg}");
@@ -100,16 +125,24 @@ fn bad_cidrs() {
 
 #[test]
 fn unknown_group() {
-    let (e, line, col, msg) =
-        reject("[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { approvers = [\"oncall\", \"legal\"] }\n");
-    assert!(matches!(e, PolicyError::UnknownGroup { ref group, .. } if group == "legal"), "{msg}");
+    let (e, line, col, msg) = reject(
+        "[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { approvers = [\"oncall\", \"legal\"] }\n",
+    );
+    assert!(
+        matches!(e, PolicyError::UnknownGroup { ref group, .. } if group == "legal"),
+        "{msg}"
+    );
     assert_eq!((line, col), (4, 32), "{msg}");
 }
 
 #[test]
 fn duplicate_rule_ids() {
-    let (e, line, _, msg) = reject("[[rule]]\nid = \"a\"\noutcome = \"deny\"\n\n[[rule]]\nid = \"a\"\noutcome = \"allow\"\n");
-    let PolicyError::DuplicateRuleId { first, .. } = &e else { panic!("{msg}") };
+    let (e, line, _, msg) = reject(
+        "[[rule]]\nid = \"a\"\noutcome = \"deny\"\n\n[[rule]]\nid = \"a\"\noutcome = \"allow\"\n",
+    );
+    let PolicyError::DuplicateRuleId { first, .. } = &e else {
+        panic!("{msg}")
+    };
     assert_eq!(line, 6, "{msg}");
     assert_eq!(first.line - HEADER.matches('\n').count(), 2);
 }
@@ -117,14 +150,38 @@ fn duplicate_rule_ids() {
 #[test]
 fn semantic_errors() {
     for (body, needle) in [
-        ("[[rule]]\nid = \"a\"\noutcome = \"deny\"\nask = { ttl = \"1m\" }\n", "only applies to outcome = \"ask\""),
-        ("[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { ttl = \"soon\" }\n", "bad duration"),
-        ("[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { ttl = \"3d\" }\n", "ttl longer than"),
-        ("[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { grant = \"forever\" }\n", "grant must be"),
-        ("[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { quorum = 0 }\n", "quorum must be at least 1"),
-        ("[[rule]]\nid = \"a\"\noutcome = \"deny\"\non = []\n", "at least one class"),
-        ("[[rule]]\nid = \"a\"\noutcome = \"deny\"\npath = []\n", "empty pattern list"),
-        ("[[rule]]\nid = \"\"\noutcome = \"deny\"\n", "must not be empty"),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"deny\"\nask = { ttl = \"1m\" }\n",
+            "only applies to outcome = \"ask\"",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { ttl = \"soon\" }\n",
+            "bad duration",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { ttl = \"3d\" }\n",
+            "ttl longer than",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { grant = \"forever\" }\n",
+            "grant must be",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"ask\"\nask = { quorum = 0 }\n",
+            "quorum must be at least 1",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"deny\"\non = []\n",
+            "at least one class",
+        ),
+        (
+            "[[rule]]\nid = \"a\"\noutcome = \"deny\"\npath = []\n",
+            "empty pattern list",
+        ),
+        (
+            "[[rule]]\nid = \"\"\noutcome = \"deny\"\n",
+            "must not be empty",
+        ),
     ] {
         let (_, _, _, msg) = reject(body);
         assert!(msg.contains(needle), "{body}: {msg}");
@@ -144,7 +201,10 @@ fn ask_without_approvers() {
 fn wrong_version() {
     let text = HEADER.replace("version = 1", "version = 2");
     let e = Policy::from_str("p.toml", &text).unwrap_err();
-    assert!(matches!(e, PolicyError::UnsupportedVersion { found: 2, .. }), "{e}");
+    assert!(
+        matches!(e, PolicyError::UnsupportedVersion { found: 2, .. }),
+        "{e}"
+    );
     assert_eq!(e.location().unwrap().line, 2);
     let e = Policy::from_str("p.toml", &HEADER.replace("version = 1\n", "")).unwrap_err();
     assert!(e.to_string().contains("missing field `version`"), "{e}");
@@ -159,19 +219,27 @@ fn huge_files() {
     }
     let e = Policy::from_str("big.toml", &text).unwrap_err();
     assert!(matches!(e, PolicyError::TooLarge { .. }), "{e}");
-    assert!(e.to_string().contains("larger than the 1048576-byte limit"), "{e}");
+    assert!(
+        e.to_string().contains("larger than the 1048576-byte limit"),
+        "{e}"
+    );
     // On disk: rejected without reading it all.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.toml");
     let f = std::fs::File::create(&path).unwrap();
     f.set_len(64 << 20).unwrap();
     let e = Policy::load(&path).unwrap_err();
-    let PolicyError::TooLarge { size, .. } = e else { panic!("{e}") };
+    let PolicyError::TooLarge { size, .. } = e else {
+        panic!("{e}")
+    };
     assert_eq!(size, 64 << 20);
     // Exactly at the limit is fine size-wise (then fails as TOML: NUL bytes).
     let f = std::fs::File::create(&path).unwrap();
     f.set_len(MAX_POLICY_BYTES).unwrap();
-    assert!(!matches!(Policy::load(&path), Err(PolicyError::TooLarge { .. })));
+    assert!(!matches!(
+        Policy::load(&path),
+        Err(PolicyError::TooLarge { .. })
+    ));
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! Table-driven tests of precedence (first match wins), defaults, and modes.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
 mod common;
 
@@ -15,7 +16,8 @@ const TABLE: &[(&str, OutcomeKind, Option<&str>, &[&str])] = &[
     // no rule: the class default
     ("", OutcomeKind::Allow, None, &[]),
     // first match wins, in file order, whatever the outcomes
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "a"
 binary = ["aws"]
@@ -24,8 +26,13 @@ outcome = "allow"
 id = "b"
 binary = ["aws"]
 outcome = "deny"
-"#, OutcomeKind::Allow, Some("a"), &[]),
-    (r#"
+"#,
+        OutcomeKind::Allow,
+        Some("a"),
+        &[],
+    ),
+    (
+        r#"
 [[rule]]
 id = "b"
 binary = ["aws"]
@@ -34,9 +41,14 @@ outcome = "deny"
 id = "a"
 binary = ["aws"]
 outcome = "allow"
-"#, OutcomeKind::Deny, Some("b"), &[]),
+"#,
+        OutcomeKind::Deny,
+        Some("b"),
+        &[],
+    ),
     // a non-matching earlier rule is skipped
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "root-only"
 binary = ["aws"]
@@ -46,9 +58,14 @@ outcome = "allow"
 id = "ask-aws"
 binary = ["aws"]
 outcome = "ask"
-"#, OutcomeKind::Ask, Some("ask-aws"), &[]),
+"#,
+        OutcomeKind::Ask,
+        Some("ask-aws"),
+        &[],
+    ),
     // a rule for another class is skipped
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "open-only"
 on = ["open"]
@@ -57,17 +74,27 @@ outcome = "deny"
 id = "exec"
 on = ["exec"]
 outcome = "ask"
-"#, OutcomeKind::Ask, Some("exec"), &[]),
+"#,
+        OutcomeKind::Ask,
+        Some("exec"),
+        &[],
+    ),
     // off rules are ignored
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "off"
 mode = "off"
 binary = ["aws"]
 outcome = "deny"
-"#, OutcomeKind::Allow, None, &[]),
+"#,
+        OutcomeKind::Allow,
+        None,
+        &[],
+    ),
     // shadow rules are reported and evaluation continues
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "shadow-deny"
 mode = "shadow"
@@ -77,8 +104,13 @@ outcome = "deny"
 id = "ask"
 binary = ["aws"]
 outcome = "ask"
-"#, OutcomeKind::Ask, Some("ask"), &["shadow-deny"]),
-    (r#"
+"#,
+        OutcomeKind::Ask,
+        Some("ask"),
+        &["shadow-deny"],
+    ),
+    (
+        r#"
 [[rule]]
 id = "s1"
 mode = "shadow"
@@ -88,9 +120,14 @@ id = "s2"
 mode = "shadow"
 binary = ["aws"]
 outcome = "ask"
-"#, OutcomeKind::Allow, None, &["s1", "s2"]),
+"#,
+        OutcomeKind::Allow,
+        None,
+        &["s1", "s2"],
+    ),
     // shadow rules after the deciding rule are not reached
-    (r#"
+    (
+        r#"
 [[rule]]
 id = "allow"
 outcome = "allow"
@@ -98,7 +135,11 @@ outcome = "allow"
 id = "late-shadow"
 mode = "shadow"
 outcome = "deny"
-"#, OutcomeKind::Allow, Some("allow"), &[]),
+"#,
+        OutcomeKind::Allow,
+        Some("allow"),
+        &[],
+    ),
 ];
 
 #[test]
@@ -110,7 +151,10 @@ fn precedence_table() {
         let hits: Vec<&str> = d.shadow.iter().map(|h| &*h.rule_id).collect();
         assert_eq!(hits, *shadow, "row {i}");
         assert_eq!(d.mode, Mode::Enforce);
-        assert_eq!(d.effective, d.outcome, "row {i}: enforce mode applies the outcome");
+        assert_eq!(
+            d.effective, d.outcome,
+            "row {i}: enforce mode applies the outcome"
+        );
     }
 }
 
@@ -158,10 +202,18 @@ reason_required = true
         panic!("not ask")
     };
     assert_eq!(ask.approvers.len(), 1);
-    assert_eq!((ask.approvers[0].group.as_str(), ask.approvers[0].quorum), ("oncall", 2));
+    assert_eq!(
+        (ask.approvers[0].group.as_str(), ask.approvers[0].quorum),
+        ("oncall", 2)
+    );
     assert_eq!(ask.ttl.as_secs(), 90);
     assert_eq!(ask.on_timeout, Verdict::Allow);
-    assert_eq!(ask.grant, GrantScope::Duration { max: std::time::Duration::from_secs(3600) });
+    assert_eq!(
+        ask.grant,
+        GrantScope::Duration {
+            max: std::time::Duration::from_secs(3600)
+        }
+    );
     assert!(ask.reason_required_for_approve);
 }
 
@@ -178,8 +230,14 @@ ask = { approvers = ["secops", { group = "oncall", quorum = 3 }], quorum = 2, tt
 "#,
     );
     let d = p.evaluate(&action("class = \"open\"\npath = \"/x\""));
-    let Outcome::Ask(ask) = &d.outcome else { panic!("not ask: {d:?}") };
-    let groups: Vec<(&str, u32)> = ask.approvers.iter().map(|r| (r.group.as_str(), r.quorum)).collect();
+    let Outcome::Ask(ask) = &d.outcome else {
+        panic!("not ask: {d:?}")
+    };
+    let groups: Vec<(&str, u32)> = ask
+        .approvers
+        .iter()
+        .map(|r| (r.group.as_str(), r.quorum))
+        .collect();
     assert_eq!(groups, [("secops", 2), ("oncall", 3)]);
     assert_eq!(ask.ttl.as_secs(), 600);
     assert_eq!(ask.on_timeout, Verdict::Deny, "default on_timeout is deny");
@@ -194,8 +252,18 @@ fn global_modes() {
     let rules = "[[rule]]\nid = \"deny-aws\"\nbinary = [\"aws\"]\noutcome = \"deny\"\n";
     let base = format!("{HEADER}\n{rules}");
     for (mode, want_mode, want_outcome, want_effective) in [
-        ("enforce", Mode::Enforce, OutcomeKind::Deny, OutcomeKind::Deny),
-        ("shadow", Mode::Shadow, OutcomeKind::Deny, OutcomeKind::Allow),
+        (
+            "enforce",
+            Mode::Enforce,
+            OutcomeKind::Deny,
+            OutcomeKind::Deny,
+        ),
+        (
+            "shadow",
+            Mode::Shadow,
+            OutcomeKind::Deny,
+            OutcomeKind::Allow,
+        ),
         ("off", Mode::Off, OutcomeKind::Allow, OutcomeKind::Allow),
     ] {
         let text = base.replacen("version = 1", &format!("version = 1\nmode = \"{mode}\""), 1);

@@ -2,6 +2,7 @@
 //! reloads 100 times between two valid policies and an invalid one. Every decision must
 //! equal what the policy whose hash it reports decides; none may be lost; the invalid
 //! file must be rejected with file:line:column and leave the old policy in force.
+#![allow(clippy::unwrap_used, reason = "tests panic on failure")]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -107,8 +108,14 @@ fn reload_under_load() {
         .collect();
     // The two policies must disagree on every action class we loop over, or a mixed-up
     // decision could not be told apart.
-    let (pa, pb) = (Policy::from_str("a", A).unwrap(), Policy::from_str("b", B).unwrap());
-    let disagree = actions().iter().filter(|a| pa.evaluate(a).outcome != pb.evaluate(a).outcome).count();
+    let (pa, pb) = (
+        Policy::from_str("a", A).unwrap(),
+        Policy::from_str("b", B).unwrap(),
+    );
+    let disagree = actions()
+        .iter()
+        .filter(|a| pa.evaluate(a).outcome != pb.evaluate(a).outcome)
+        .count();
     assert_eq!(disagree, 4);
 
     let done = Arc::new(AtomicBool::new(false));
@@ -178,9 +185,16 @@ fn reload_under_load() {
         *seen_hashes.entry(d.policy_hash.to_string()).or_default() += 1;
         received += 1;
     }
-    assert_eq!(received, produced, "every evaluation produced exactly one decision");
+    assert_eq!(
+        received, produced,
+        "every evaluation produced exactly one decision"
+    );
     assert_eq!((swapped, rejected), (67, 33));
     assert_eq!(handle.version().generation, 67);
-    assert_eq!(seen_hashes.len(), 2, "both policies decided during the run: {seen_hashes:?}");
+    assert_eq!(
+        seen_hashes.len(),
+        2,
+        "both policies decided during the run: {seen_hashes:?}"
+    );
     eprintln!("{received} decisions across 100 reloads: {seen_hashes:?}");
 }
