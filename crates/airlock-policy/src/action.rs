@@ -170,6 +170,23 @@ impl Action {
         }
     }
 
+    /// SHA-256 (hex) of the action's canonical JSON: what a time-boxed grant is bound
+    /// to ("the exact action"). Field order is fixed by the struct, so equal actions
+    /// hash equally.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        use std::fmt::Write as _;
+        // Serialising plain data with string keys cannot fail; an empty string would
+        // still hash to a value no real action produces.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json)
+            .iter()
+            .fold(String::with_capacity(64), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+    }
+
     /// An open of `path`.
     pub fn open(path: impl Into<String>) -> Self {
         Self {

@@ -7,6 +7,18 @@
 //! the policy allows outright never leaves the kernel. [`PolicyHandle`] swaps policies
 //! live; [`cli`] is `airlock policy check|explain|test`.
 //!
+//! # Hooks for the agent
+//! * [`PolicyHandle::load`] at start, [`PolicyHandle::evaluate`] per held action (one
+//!   lock-free snapshot per decision), [`PolicyHandle::load_and_swap`] on SIGHUP or a
+//!   file change — on `Err`, audit the error (it carries `file:line:column`) and keep
+//!   going: the old policy stays in force.
+//! * [`PolicyHandle::reload_with`] does the same with kernel map writes in the safe
+//!   order (strictest of old and new plans, swap, new plan).
+//! * [`Policy::kernel_plan`] → [`KernelPlan`]: binaries and credential globs to resolve
+//!   to (dev, inode), CIDRs for the egress LPM trie, and `watch_all_*` flags.
+//! * [`Action::fingerprint`]: the hash a time-boxed grant is bound to.
+//! * [`cli::PolicyCommand`] / [`cli::run`] / [`cli::exit_code`] for `airlock policy`.
+//!
 //! # Format: TOML
 //! TOML, because the agent's own config is TOML (one syntax for operators), it has no
 //! implicit typing traps (YAML's `no` → `false`, `010` → 8, `1.10` → 1.1 bite exactly the

@@ -40,6 +40,9 @@ pub enum LintKind {
         /// The earlier rule.
         with: String,
     },
+    /// The rule's conditions need facts none of its classes carry (a `path` on an
+    /// exec-only rule, a `host` on an open rule): it can never match.
+    NeverMatches,
     /// Every exec in scope goes to user space.
     WatchAllExecs,
     /// Every open in scope goes to user space.
@@ -82,6 +85,19 @@ impl Policy {
         let mut out = Vec::new();
         for (i, b) in self.rules.iter().enumerate() {
             if b.mode == Mode::Off {
+                continue;
+            }
+            if !b.matcher.satisfiable_by(b.classes) {
+                out.push(Lint {
+                    level: LintLevel::Error,
+                    rule_id: Some(b.id.to_string()),
+                    location: b.location.clone(),
+                    kind: LintKind::NeverMatches,
+                    message: format!(
+                        "rule `{}` can never match: its conditions need facts (argv: exec; path: open; cidr/host/port/protocol/scheme/url/s3_*: connect, send) that none of its classes carry",
+                        b.id
+                    ),
+                });
                 continue;
             }
             let earlier = self.rules[..i].iter().filter(|a| a.mode == Mode::Enforce);

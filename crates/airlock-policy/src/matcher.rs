@@ -246,6 +246,26 @@ impl Matcher {
             && parent.is_none()
     }
 
+    /// Can an action of one of `classes` carry every fact these conditions need? argv
+    /// is only known for exec, a file path only for open, a destination only for
+    /// connect/send.
+    pub(crate) fn satisfiable_by(&self, classes: ClassSet) -> bool {
+        let needs_dest = self.cidr.is_some()
+            || self.host.is_some()
+            || self.port.is_some()
+            || self.protocol.is_some()
+            || self.scheme.is_some()
+            || self.url.is_some()
+            || self.s3_bucket.is_some()
+            || self.s3_key.is_some();
+        ActionClass::ALL.iter().any(|&c| {
+            classes.contains(c)
+                && (self.argv.is_empty() || c == ActionClass::Exec)
+                && (self.path.is_none() || c == ActionClass::Open)
+                && (!needs_dest || matches!(c, ActionClass::Connect | ActionClass::Send))
+        })
+    }
+
     /// Which conditions are present, as a bit mask (for lints).
     pub(crate) fn fields(&self) -> u32 {
         [

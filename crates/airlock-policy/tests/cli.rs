@@ -157,6 +157,12 @@ user = ["agent-*"]
 outcome = "deny"
 
 [[rule]]
+id = "path-on-exec"
+on = ["exec"]
+path = ["/etc/shadow"]
+outcome = "deny"
+
+[[rule]]
 id = "s3-exception"
 binary = ["rclone"]
 outcome = "allow"
@@ -200,7 +206,11 @@ outcome = "deny"
         out.contains("(all execs watched)"),
         "user-only deny rule watches all execs: {out}"
     );
-    assert!(out.contains("2 errors"), "{out}");
+    assert!(
+        out.contains("error: rule `path-on-exec` can never match"),
+        "{out}"
+    );
+    assert!(out.contains("3 errors"), "{out}");
 }
 
 #[test]

@@ -284,3 +284,13 @@ fn decisions_carry_the_policy_identity() {
     assert_eq!(a.hash().len(), 64);
     assert_ne!(da.policy_hash, db.policy_hash);
 }
+
+#[test]
+fn fingerprints_bind_the_exact_action() {
+    let a = action(EXEC_AWS);
+    let mut b = a.clone();
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_eq!(a.fingerprint().len(), 64);
+    b.argv.push("--recursive".to_owned());
+    assert_ne!(a.fingerprint(), b.fingerprint());
+}
