@@ -1,0 +1,144 @@
+//! A real hub process, and an approver's view of it over gRPC.
+
+use std::{
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use airlock_proto::v1::{
+    approver_service_client::ApproverServiceClient, ApprovalRequest, ListRequest, RequestState,
+    WatchEvent, WatchRequest, watch_event,
+};
+use tonic::{metadata::MetadataValue, Request};
+
+use crate::{airlock_bin, free_port, wait_for, SLOW};
+
+pub struct Hub {
+    pub url: String,
+    child: Child,
+}
+
+impl Hub {
+    /// Starts `airlock hub serve` on a free loopback port and waits until it accepts.
+    pub fn start(default_ttl: &str) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(airlock_bin())
+            .args(["hub", "serve", "--dev-tokens", "--listen", &listen, "--default-ttl", default_ttl])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hub");
+        wait_for(SLOW, "the hub to listen", || std::net::TcpStream::connect(&listen).ok());
+        Self { url: format!("http://{listen}"), child }
+    }
+
+    /// Runs the approver CLI (`airlock <args>`) as `principal` against this hub.
+    pub fn cli(&self, principal: &str, args: &[&str]) -> Output {
+        Command::new(airlock_bin())
+            .args(args)
+            .env("AIRLOCK_HUB", &self.url)
+            .env("AIRLOCK_PRINCIPAL", principal)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run approver CLI")
+    }
+
+    /// Runs the CLI and insists it succeeded.
+    pub fn cli_ok(&self, principal: &str, args: &[&str]) -> String {
+        let out = self.cli(principal, args);
+        assert!(
+            out.status.success(),
+            "`airlock {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn approver(&self, principal: &str) -> Approver {
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect to hub");
+        Approver { client: ApproverServiceClient::new(channel), principal: principal.to_owned() }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Approver {
+    client: ApproverServiceClient<tonic::transport::Channel>,
+    principal: String,
+}
+
+impl Approver {
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let md = request.metadata_mut();
+        md.insert("x-airlock-principal", MetadataValue::try_from(self.principal.as_str()).expect("ascii"));
+        md.insert("x-airlock-role", MetadataValue::from_static("approver"));
+        request
+    }
+
+    pub async fn list(&self, states: &[RequestState]) -> Vec<ApprovalRequest> {
+        let message = ListRequest { states: states.iter().map(|s| *s as i32).collect(), limit: 1000 };
+        self.client.clone().list(self.request(message)).await.expect("list").into_inner().requests
+    }
+
+    /// Opens a Watch stream and returns the first request (from the snapshot or a change)
+    /// for which `pred` holds.
+    pub async fn watch_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ApprovalRequest) -> bool,
+    ) -> ApprovalRequest {
+        let mut stream = self
+            .client
+            .clone()
+            .watch(self.request(WatchRequest { since_revision: 0 }))
+            .await
+            .expect("watch")
+            .into_inner();
+        let found = tokio::time::timeout(timeout, async {
+            while let Some(WatchEvent { event }) = stream.message().await.expect("watch stream") {
+                let candidates = match event {
+                    Some(watch_event::Event::Snapshot(s)) => s.requests,
+                    Some(watch_event::Event::Changed(r)) => vec![r],
+                    _ => continue,
+                };
+                if let Some(hit) = candidates.into_iter().find(|r| pred(r)) {
+                    return Some(hit);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(request)) => request,
+            Ok(None) => panic!("watch stream ended before the request appeared"),
+            Err(_) => panic!("no matching request on the watch stream within {timeout:?}"),
+        }
+    }
+
+    /// Polls until request `id` is in a final state and returns it.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> ApprovalRequest {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let all = self.list(&[]).await;
+            if let Some(r) = all.into_iter().find(|r| r.id == id && r.state != RequestState::Pending as i32) {
+                return r;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "request {id} still pending after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
