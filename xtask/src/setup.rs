@@ -23,6 +23,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",
+    "zstd",
     "kmod",
     "postgresql",
     "rsyslog",

@@ -40,20 +40,28 @@ fail() {
 }
 run=
 net=
+debug=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     airlock.run=*) run="${arg#airlock.run=}" ;;
     airlock.net=1) net=1 ;;
+    airlock.debug=1) debug=1 ;;
   esac
 done
+log() {
+  [ -z "$debug" ] || echo "airlock-vm stage1 $(cut -d' ' -f1 /proc/uptime): $*" >/dev/console
+}
+log start
 [ -n "$run" ] || fail "no airlock.run= on the kernel command line"
 load() {
   for m in $(cat "$1"); do insmod "/modules/$m.ko" || fail "insmod $m failed"; done
 }
 load /modules/base.order
 [ -z "$net" ] || load /modules/net.order
+log modules loaded
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower \
   || fail "mounting the host root share failed"
+log host root mounted
 mount -t tmpfs -o mode=0755 upper /upper
 mkdir -p /upper/data /upper/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot \
@@ -67,6 +75,7 @@ cp /bin/busybox /newroot/run/airlock-vm/busybox
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
+log switch_root
 exec switch_root /newroot /run/airlock-vm/busybox sh "$run/stage2.sh"
 "#;
 

@@ -169,6 +169,7 @@ pub struct GuestOutcome {
 /// initramfs cannot be built.
 pub fn prepare(kernel: Kernel) -> Result<(KernelTree, PathBuf)> {
     let tree = kernel::ensure(kernel)?;
+    kernel::boot_image(&tree);
     let initrd = initramfs::ensure(&tree)?;
     Ok((tree, initrd))
 }

@@ -40,6 +40,7 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
         env: &env,
         command: &spec.command,
         forwards: &spec.forwards,
+        debug: debug_enabled(),
     }
     .render()?;
     fs::write(run_dir.join("stage2.sh"), script).with_context(|| format!("writing stage2.sh in {}", run_dir.display()))?;
@@ -168,6 +169,11 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
+/// `AIRLOCK_VM_DEBUG=1`: kernel log and stage timestamps go to the run's console.log.
+fn debug_enabled() -> bool {
+    std::env::var_os("AIRLOCK_VM_DEBUG").is_some_and(|v| v == "1")
+}
+
 fn check_cwd(cwd: &Path) -> Result<()> {
     if !cwd.is_absolute() || !cwd.is_dir() {
         bail!("the guest working directory {} is not an existing absolute directory", cwd.display());
@@ -245,7 +251,9 @@ fn qemu_args(
     err_sock: &Path,
 ) -> Result<Vec<String>> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
-    let mut append = format!("console=ttyS0 quiet loglevel=1 panic=-1 airlock.run={}", s(run_dir));
+    // AIRLOCK_VM_DEBUG=1 shows the kernel log and stage-1 timestamps in console.log.
+    let verbosity = if debug_enabled() { "airlock.debug=1" } else { "quiet loglevel=1" };
+    let mut append = format!("console=ttyS0 {verbosity} panic=-1 airlock.run={}", s(run_dir));
     if !spec.forwards.is_empty() {
         append.push_str(" airlock.net=1");
     }
@@ -270,7 +278,7 @@ fn qemu_args(
         "-smp".into(),
         spec.cpus.to_string(),
         "-kernel".into(),
-        s(&tree.vmlinuz()),
+        s(&super::kernel::boot_image(tree)),
         "-initrd".into(),
         s(initrd),
         "-append".into(),

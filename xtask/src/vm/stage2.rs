@@ -31,6 +31,8 @@ pub struct Stage2<'a> {
     pub command: &'a [String],
     /// Forwards requested; any forward brings up eth0.
     pub forwards: &'a [Forward],
+    /// Print stage timestamps to the console.
+    pub debug: bool,
 }
 
 fn quote(s: &str) -> Result<String> {
@@ -81,17 +83,23 @@ impl Stage2<'_> {
         } else {
             format!("$B ip addr add {GUEST_IP} dev eth0 && $B ip link set eth0 up || echo 'airlock-vm stage2: eth0 setup failed' >/dev/console\n")
         };
+        let debug = if self.debug { "1" } else { "" };
         Ok(format!(
             r#"# airlock VM stage 2 (generated per run): PID 1 in the host-root overlay.
 B=/run/airlock-vm/busybox
 RUN={run}
+log() {{
+  [ -z "{debug}" ] || echo "airlock-vm stage2 $($B cut -d' ' -f1 /proc/uptime): $*" >/dev/console
+}}
+log start
 $B mount -t cgroup2 cgroup2 /sys/fs/cgroup
 $B mount -t bpf bpf /sys/fs/bpf
 $B mount -t securityfs securityfs /sys/kernel/security
 $B mount -t tracefs tracefs /sys/kernel/tracing
 $B mount -t debugfs debugfs /sys/kernel/debug
 $B ip link set lo up
-{net}out=/dev/console
+{net}log mounted
+out=/dev/console
 err=/dev/console
 i=0
 while [ $i -lt 50 ]; do
@@ -106,6 +114,7 @@ while [ $i -lt 50 ]; do
   i=$((i + 1))
   $B sleep 0.1
 done
+log ports found after $i tries
 $B cat /proc/uptime >"$RUN/t-start"
 echo {START_MARKER} >/dev/console
 if cd {cwd} 2>>"$err"; then
@@ -171,7 +180,7 @@ mod tests {
         let run = PathBuf::from("/w/target/vm/runs/x");
         let env = vec![("A".to_string(), "it's $HOME".to_string())];
         let cmd = vec!["sh".to_string(), "-c".to_string(), "echo 'a b'; exit 3".to_string()];
-        let s = Stage2 { run_dir: &run, cwd: Path::new("/w"), env: &env, command: &cmd, forwards: &[] }
+        let s = Stage2 { run_dir: &run, cwd: Path::new("/w"), env: &env, command: &cmd, forwards: &[], debug: false }
             .render()
             .expect("renders");
         // Run the generated env/argv through a real shell to check the quoting round-trips.
@@ -191,9 +200,9 @@ mod tests {
         let run = PathBuf::from("/r");
         let cmd = vec!["true".to_string()];
         let env = vec![("A B".to_string(), "x".to_string())];
-        let bad = Stage2 { run_dir: &run, cwd: &run, env: &env, command: &cmd, forwards: &[] };
+        let bad = Stage2 { run_dir: &run, cwd: &run, env: &env, command: &cmd, forwards: &[], debug: false };
         assert!(bad.render().is_err());
-        let empty = Stage2 { run_dir: &run, cwd: &run, env: &[], command: &[], forwards: &[] };
+        let empty = Stage2 { run_dir: &run, cwd: &run, env: &[], command: &[], forwards: &[], debug: false };
         assert!(empty.render().is_err());
     }
 }
