@@ -81,15 +81,19 @@ pub fn resolve_tool(name: &str) -> Result<PathBuf> {
     }
     let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !real.is_file() {
-        bail!("`pyenv which {name}` named {}, which does not exist", real.display());
+        bail!(
+            "`pyenv which {name}` named {}, which does not exist",
+            real.display()
+        );
     }
     Ok(real)
 }
 
 /// Whether `path` lies in a pyenv `shims` directory.
 pub fn is_pyenv_shim(path: &Path) -> bool {
-    path.parent()
-        .is_some_and(|dir| dir.file_name().is_some_and(|n| n == "shims") && dir.to_string_lossy().contains("pyenv"))
+    path.parent().is_some_and(|dir| {
+        dir.file_name().is_some_and(|n| n == "shims") && dir.to_string_lossy().contains("pyenv")
+    })
 }
 
 /// The `bin` directory of the global pyenv Python, if pyenv is in use.
@@ -100,7 +104,10 @@ pub fn pyenv_global_bin() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
     let version = std::fs::read_to_string(root.join("version")).ok()?;
-    let version = version.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let version = version
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
     let bin = root.join("versions").join(version).join("bin");
     bin.is_dir().then_some(bin)
 }

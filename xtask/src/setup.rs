@@ -79,20 +79,34 @@ pub fn apt_update() -> Result<()> {
         return Ok(());
     }
     step("apt-get update");
-    run_status(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    run_status(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn apt_installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed")
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim() == "install ok installed"
+        })
 }
 
 fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !apt_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !apt_installed(p))
+        .collect();
     if missing.is_empty() {
-        step(format!("apt packages: all {} already installed", APT_PACKAGES.len()));
+        step(format!(
+            "apt packages: all {} already installed",
+            APT_PACKAGES.len()
+        ));
         return Ok(());
     }
     apt_update()?;
@@ -106,13 +120,25 @@ fn apt_packages() -> Result<()> {
 }
 
 fn rust_src() -> Result<()> {
-    let installed = check_output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed = check_output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         step("rust-src for nightly: already installed");
         return Ok(());
     }
     step("rust-src for nightly: rustup component add rust-src --toolchain nightly");
-    run_status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_status(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// The libLLVM shared object a toolchain ships, e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`,
@@ -134,18 +160,28 @@ fn bpf_linker() -> Result<()> {
         step(format!("bpf-linker: already built at {}", bin.display()));
         return Ok(());
     }
-    let sysroot = PathBuf::from(check_output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim());
+    let sysroot = PathBuf::from(
+        check_output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim(),
+    );
     let lib = sysroot.join("lib");
     let names: Vec<String> = fs::read_dir(&lib)
         .with_context(|| format!("listing {}", lib.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    let (llvm, major) = find_toolchain_llvm(names.iter().map(String::as_str))
-        .ok_or_else(|| anyhow!("nightly's {} holds no libLLVM.so.<ver>-rust-<ver>", lib.display()))?;
+    let (llvm, major) = find_toolchain_llvm(names.iter().map(String::as_str)).ok_or_else(|| {
+        anyhow!(
+            "nightly's {} holds no libLLVM.so.<ver>-rust-<ver>",
+            lib.display()
+        )
+    })?;
 
     let prefix = paths::llvm_prefix_dir();
-    step(format!("bpf-linker: stub LLVM prefix {} -> {}", prefix.display(), lib.join(&llvm).display()));
+    step(format!(
+        "bpf-linker: stub LLVM prefix {} -> {}",
+        prefix.display(),
+        lib.join(&llvm).display()
+    ));
     write_llvm_prefix(&prefix, &lib.join(&llvm), &llvm)?;
 
     let root = paths::bpf_linker_root();
@@ -158,7 +194,12 @@ fn bpf_linker() -> Result<()> {
     run_status(
         Command::new("cargo")
             .arg("+nightly")
-            .args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features"])
+            .args([
+                "install",
+                "--locked",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--no-default-features",
+            ])
             .args(["--features", &format!("llvm-{major}"), "--root"])
             .arg(&root)
             .env("LLVM_PREFIX", &prefix)
@@ -183,8 +224,11 @@ fn write_llvm_prefix(prefix: &Path, target: &Path, soname: &str) -> Result<()> {
     fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
     fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
     let config = bin.join("llvm-config");
-    fs::write(&config, "#!/bin/sh\necho \"stub llvm-config for bpf-linker\" >&2\nexit 1\n")
-        .with_context(|| format!("writing {}", config.display()))?;
+    fs::write(
+        &config,
+        "#!/bin/sh\necho \"stub llvm-config for bpf-linker\" >&2\nexit 1\n",
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
     fs::set_permissions(&config, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} executable", config.display()))?;
     for name in ["libLLVM.so", soname] {
@@ -200,8 +244,15 @@ fn write_llvm_prefix(prefix: &Path, target: &Path, soname: &str) -> Result<()> {
 fn kernels() -> Result<()> {
     for kernel in Kernel::ALL {
         let (tree, fetched) = vm::kernel::refresh(kernel)?;
-        let verb = if fetched { "downloaded and unpacked" } else { "already unpacked" };
-        step(format!("kernel {kernel}: {} {verb} ({})", tree.package, tree.release));
+        let verb = if fetched {
+            "downloaded and unpacked"
+        } else {
+            "already unpacked"
+        };
+        step(format!(
+            "kernel {kernel}: {} {verb} ({})",
+            tree.package, tree.release
+        ));
         let initrd = vm::initramfs::ensure(&tree)?;
         step(format!("kernel {kernel}: initramfs {}", initrd.display()));
     }
@@ -215,7 +266,14 @@ fn python_tools() -> Result<()> {
         step("python tools: aws and moto_server already installed");
     } else {
         step("python tools: python3 -m pip install awscli 'moto[server]'");
-        run_status(Command::new("python3").args(["-m", "pip", "install", "-q", "awscli", "moto[server]"]))?;
+        run_status(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "awscli",
+            "moto[server]",
+        ]))?;
         if which::which("pyenv").is_ok() {
             // New console scripts need shims before they are on PATH.
             run_status(Command::new("pyenv").arg("rehash"))?;
@@ -223,7 +281,10 @@ fn python_tools() -> Result<()> {
     }
     for tool in ["aws", "moto_server", "python3"] {
         let real = paths::resolve_tool(tool)?;
-        step(format!("python tools: {tool} is {} (call this path inside the VM)", real.display()));
+        step(format!(
+            "python tools: {tool} is {} (call this path inside the VM)",
+            real.display()
+        ));
     }
     Ok(())
 }
@@ -240,8 +301,14 @@ mod tests {
             "libLLVM.so.22.1-rust-1.97.0-nightly",
             "rustlib",
         ];
-        assert_eq!(find_toolchain_llvm(names), Some(("libLLVM.so.22.1-rust-1.97.0-nightly".to_owned(), 22)));
-        assert_eq!(find_toolchain_llvm(["libLLVM-22-rust-1.97.0-nightly.so"]), None);
+        assert_eq!(
+            find_toolchain_llvm(names),
+            Some(("libLLVM.so.22.1-rust-1.97.0-nightly".to_owned(), 22))
+        );
+        assert_eq!(
+            find_toolchain_llvm(["libLLVM-22-rust-1.97.0-nightly.so"]),
+            None
+        );
     }
 
     #[test]
@@ -253,9 +320,15 @@ mod tests {
         write_llvm_prefix(&prefix, &target, "libLLVM.so.22.1-rust-x").expect("first");
         write_llvm_prefix(&prefix, &target, "libLLVM.so.22.1-rust-x").expect("idempotent");
         for name in ["libLLVM.so", "libLLVM.so.22.1-rust-x"] {
-            assert_eq!(fs::read_link(prefix.join("lib").join(name)).expect("link"), target);
+            assert_eq!(
+                fs::read_link(prefix.join("lib").join(name)).expect("link"),
+                target
+            );
         }
-        let mode = fs::metadata(prefix.join("bin/llvm-config")).expect("stub").permissions().mode();
+        let mode = fs::metadata(prefix.join("bin/llvm-config"))
+            .expect("stub")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o111, 0o111);
     }
 }

@@ -20,7 +20,9 @@ pub fn display(cmd: &Command) -> String {
 ///
 /// Fails when the command cannot start or exits non-zero.
 pub fn run_status(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("could not start `{}`", display(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", display(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", display(cmd));
     }

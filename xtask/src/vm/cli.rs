@@ -68,7 +68,9 @@ impl KernelChoice {
 }
 
 fn parse_env(s: &str) -> Result<(String, String)> {
-    let (k, v) = s.split_once('=').ok_or_else(|| anyhow!("expected KEY=VAL, got {s:?}"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("expected KEY=VAL, got {s:?}"))?;
     Ok((k.to_owned(), v.to_owned()))
 }
 
@@ -82,7 +84,12 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Prepare => {
             for kernel in Kernel::ALL {
                 let (tree, initrd) = super::prepare(kernel)?;
-                println!("vm: kernel {kernel}: {} ({}), initramfs {}", tree.package, tree.release, initrd.display());
+                println!(
+                    "vm: kernel {kernel}: {} ({}), initramfs {}",
+                    tree.package,
+                    tree.release,
+                    initrd.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -98,15 +105,23 @@ pub fn run(command: Command) -> Result<ExitCode> {
             for o in &outcomes {
                 eprintln!("{}", summary(o));
             }
-            let code = outcomes.iter().map(|o| o.exit_code).find(|&c| c != 0).unwrap_or(0);
-            Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+            let code = outcomes
+                .iter()
+                .map(|o| o.exit_code)
+                .find(|&c| c != 0)
+                .unwrap_or(0);
+            Ok(ExitCode::from(
+                u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+            ))
         }
     }
 }
 
 /// One line describing a finished run.
 pub fn summary(o: &GuestOutcome) -> String {
-    let secs = |d: Option<Duration>| d.map_or_else(|| "?".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let secs = |d: Option<Duration>| {
+        d.map_or_else(|| "?".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()))
+    };
     format!(
         "vm: kernel {} ({}): exit {}, boot-to-command {}, command {}, total {:.2} s, results {}",
         o.kernel,

@@ -90,7 +90,9 @@ const FORMAT: u32 = 1;
 /// decompressed, or the archive cannot be written.
 pub fn ensure(tree: &KernelTree) -> Result<PathBuf> {
     if !succeeds(Command::new("dpkg-query").args(["-W", "busybox-static"])) {
-        bail!("busybox-static is not installed (apt-get install busybox-static, or run cargo xtask setup)");
+        bail!(
+            "busybox-static is not installed (apt-get install busybox-static, or run cargo xtask setup)"
+        );
     }
     let mdir = tree.modules_dir();
     let dep_text = fs::read_to_string(mdir.join("modules.dep"))
@@ -114,10 +116,18 @@ pub fn ensure(tree: &KernelTree) -> Result<PathBuf> {
 
     let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
     files.push(("init".into(), 0o100_755, STAGE1.as_bytes().to_vec()));
-    files.push(("bin/busybox".into(), 0o100_755, fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?));
+    files.push((
+        "bin/busybox".into(),
+        0o100_755,
+        fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?,
+    ));
     for entry in base.iter().chain(&net) {
         let name = modules::module_name(&entry.path);
-        files.push((format!("modules/{name}.ko"), 0o100_644, read_module(&mdir.join(&entry.path))?));
+        files.push((
+            format!("modules/{name}.ko"),
+            0o100_644,
+            read_module(&mdir.join(&entry.path))?,
+        ));
     }
     files.push(("modules/base.order".into(), 0o100_644, order_file(&base)));
     files.push(("modules/net.order".into(), 0o100_644, order_file(&net)));
@@ -149,7 +159,10 @@ fn input_key<'a>(mdir: &Path, entries: impl Iterator<Item = &'a DepEntry>) -> Re
         let md = fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
         p.hash(&mut h);
         md.len().hash(&mut h);
-        md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).hash(&mut h);
+        md.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .hash(&mut h);
         Ok(())
     };
     stat(Path::new(BUSYBOX))?;
@@ -173,22 +186,40 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
         .arg("-dc")
         .arg(path)
         .output()
-        .with_context(|| format!("running {tool} to decompress {} (is it installed?)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "running {tool} to decompress {} (is it installed?)",
+                path.display()
+            )
+        })?;
     if !out.status.success() {
-        bail!("{tool} -dc {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{tool} -dc {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out.stdout)
 }
 
 /// Writes a newc archive: the directories, `/dev/console`, then `files`.
-fn write_cpio(w: &mut impl std::io::Write, files: &[(String, u32, Vec<u8>)]) -> std::io::Result<()> {
+fn write_cpio(
+    w: &mut impl std::io::Write,
+    files: &[(String, u32, Vec<u8>)],
+) -> std::io::Result<()> {
     let mut ino = 1;
     let mut next = || {
         ino += 1;
         ino
     };
-    for dir in ["bin", "dev", "lower", "modules", "newroot", "proc", "sys", "upper"] {
-        let fp = cpio::NewcBuilder::new(dir).ino(next()).mode(0o040_755).nlink(2).write(&mut *w, 0);
+    for dir in [
+        "bin", "dev", "lower", "modules", "newroot", "proc", "sys", "upper",
+    ] {
+        let fp = cpio::NewcBuilder::new(dir)
+            .ino(next())
+            .mode(0o040_755)
+            .nlink(2)
+            .write(&mut *w, 0);
         fp.finish()?;
     }
     // The kernel opens /dev/console for PID 1 before devtmpfs is mounted.
@@ -201,8 +232,13 @@ fn write_cpio(w: &mut impl std::io::Write, files: &[(String, u32, Vec<u8>)]) -> 
         .write(&mut *w, 0);
     console.finish()?;
     for (name, mode, data) in files {
-        let size = u32::try_from(data.len()).map_err(|_| std::io::Error::other(format!("{name} is over 4 GiB")))?;
-        let mut fp = cpio::NewcBuilder::new(name).ino(next()).mode(*mode).nlink(1).write(&mut *w, size);
+        let size = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::other(format!("{name} is over 4 GiB")))?;
+        let mut fp = cpio::NewcBuilder::new(name)
+            .ino(next())
+            .mode(*mode)
+            .nlink(1)
+            .write(&mut *w, size);
         std::io::copy(&mut Cursor::new(data), &mut fp)?;
         fp.finish()?;
     }
@@ -226,11 +262,19 @@ mod tests {
             if reader.entry().is_trailer() {
                 break;
             }
-            names.push((reader.entry().name().to_string(), reader.entry().mode(), reader.entry().file_size()));
+            names.push((
+                reader.entry().name().to_string(),
+                reader.entry().mode(),
+                reader.entry().file_size(),
+            ));
             rest = reader.finish().expect("next");
         }
         assert!(names.contains(&("dev/console".into(), 0o020_600, 0)));
         assert!(names.contains(&("init".into(), 0o100_755, 10)));
-        assert!(names.iter().any(|(n, m, _)| n == "newroot" && *m == 0o040_755));
+        assert!(
+            names
+                .iter()
+                .any(|(n, m, _)| n == "newroot" && *m == 0o040_755)
+        );
     }
 }

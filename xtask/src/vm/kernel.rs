@@ -95,12 +95,16 @@ pub struct KernelTree {
 impl KernelTree {
     /// The bzImage to pass to `-kernel`.
     pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join("boot").join(format!("vmlinuz-{}", self.release))
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
     }
 
     /// The uncompressed ELF `vmlinux`, extracted from the bzImage by [`boot_image`].
     pub fn vmlinux(&self) -> PathBuf {
-        self.root.join("boot").join(format!("vmlinux-{}", self.release))
+        self.root
+            .join("boot")
+            .join(format!("vmlinux-{}", self.release))
     }
 
     /// `lib/modules/<release>` inside the unpacked package.
@@ -122,7 +126,10 @@ pub fn boot_image(tree: &KernelTree) -> PathBuf {
     match extract_vmlinux(&tree.vmlinuz(), &vmlinux) {
         Ok(()) => vmlinux,
         Err(e) => {
-            eprintln!("vm: booting the compressed {} ({e:#})", tree.vmlinuz().display());
+            eprintln!(
+                "vm: booting the compressed {} ({e:#})",
+                tree.vmlinuz().display()
+            );
             tree.vmlinuz()
         }
     }
@@ -131,7 +138,11 @@ pub fn boot_image(tree: &KernelTree) -> PathBuf {
 /// Where a bzImage keeps its compressed payload: `(offset, length)` in the file, without
 /// the 4-byte uncompressed size the kernel build appends.
 pub fn bzimage_payload(image: &[u8]) -> Option<(usize, usize)> {
-    let u32_at = |off: usize| -> Option<u32> { Some(u32::from_le_bytes(image.get(off..off + 4)?.try_into().ok()?)) };
+    let u32_at = |off: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            image.get(off..off + 4)?.try_into().ok()?,
+        ))
+    };
     if image.get(0x202..0x206)? != b"HdrS" {
         return None;
     }
@@ -167,13 +178,23 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running {tool} (is it installed?)"))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin for {tool}"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin for {tool}"))?;
     let payload_owned = payload.to_vec();
     let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &payload_owned));
-    let output = child.wait_with_output().with_context(|| format!("waiting for {tool}"))?;
-    feeder.join().map_err(|_| anyhow!("feeding {tool} panicked"))??;
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {tool}"))?;
+    feeder
+        .join()
+        .map_err(|_| anyhow!("feeding {tool} panicked"))??;
     if !output.status.success() || !output.stdout.starts_with(b"\x7fELF") {
-        return Err(anyhow!("{tool} -dc failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(anyhow!(
+            "{tool} -dc failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     let tmp = out.with_extension("tmp");
     fs::write(&tmp, &output.stdout).with_context(|| format!("writing {}", tmp.display()))?;
@@ -258,7 +279,11 @@ fn load_tree(kernel: Kernel, dir: &Path) -> Result<Option<KernelTree>> {
 /// lists know none.
 fn newest_package(kernel: Kernel) -> Result<String> {
     let search = || -> Result<Option<String>> {
-        let out = check_output(Command::new("apt-cache").args(["search", "--names-only", "^linux-image-6\\."]))?;
+        let out = check_output(Command::new("apt-cache").args([
+            "search",
+            "--names-only",
+            "^linux-image-6\\.",
+        ]))?;
         Ok(kernel.select_package(&out))
     };
     if let Some(package) = search()? {
@@ -281,10 +306,18 @@ fn fetch(kernel: Kernel, package: &str) -> Result<KernelTree> {
         Some(deb) => deb,
         None => {
             eprintln!("vm: downloading {package}");
-            run_status(Command::new("apt-get").args(["download", "-q", package]).current_dir(&debs))
-                .with_context(|| format!("could not download kernel package {package}"))?;
-            find_deb(&debs, package)
-                .ok_or_else(|| anyhow!("apt-get download left no .deb for {package} in {}", debs.display()))?
+            run_status(
+                Command::new("apt-get")
+                    .args(["download", "-q", package])
+                    .current_dir(&debs),
+            )
+            .with_context(|| format!("could not download kernel package {package}"))?;
+            find_deb(&debs, package).ok_or_else(|| {
+                anyhow!(
+                    "apt-get download left no .deb for {package} in {}",
+                    debs.display()
+                )
+            })?
         }
     };
     let dest = kernels_dir().join(package);
@@ -302,15 +335,18 @@ fn fetch(kernel: Kernel, package: &str) -> Result<KernelTree> {
         .and_then(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .ok_or_else(|| anyhow!("{package} holds no lib/modules/<release>"))?;
-    which::which("depmod")
-        .map_err(|_| anyhow!("depmod is not installed (apt-get install kmod, or run cargo xtask setup)"))?;
+    which::which("depmod").map_err(|_| {
+        anyhow!("depmod is not installed (apt-get install kmod, or run cargo xtask setup)")
+    })?;
     run_status(Command::new("depmod").arg("-b").arg(&partial).arg(&release))
         .with_context(|| format!("depmod failed on {package}"))?;
     if dest.exists() {
         fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
     }
-    fs::rename(&partial, &dest).with_context(|| format!("moving {} into place", partial.display()))?;
-    load_tree(kernel, &dest)?.ok_or_else(|| anyhow!("{package} has no boot/vmlinuz-{release} or modules.dep"))
+    fs::rename(&partial, &dest)
+        .with_context(|| format!("moving {} into place", partial.display()))?;
+    load_tree(kernel, &dest)?
+        .ok_or_else(|| anyhow!("{package} has no boot/vmlinuz-{release} or modules.dep"))
 }
 
 fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
@@ -320,8 +356,9 @@ fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix) && n.to_string_lossy().ends_with(".deb"))
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with(&prefix) && n.to_string_lossy().ends_with(".deb")
+            })
         })
 }
 
@@ -345,7 +382,10 @@ linux-image-6.12.111+deb12-amd64 - Linux 6.12 for 64-bit PCs (signed)
 
     #[test]
     fn picks_newest_plain_amd64_unsigned() {
-        assert_eq!(Kernel::V6_1.select_package(APT).as_deref(), Some("linux-image-6.1.0-56-amd64-unsigned"));
+        assert_eq!(
+            Kernel::V6_1.select_package(APT).as_deref(),
+            Some("linux-image-6.1.0-56-amd64-unsigned")
+        );
         assert_eq!(
             Kernel::V6_12.select_package(APT).as_deref(),
             Some("linux-image-6.12.111+deb12-amd64-unsigned")
@@ -354,14 +394,24 @@ linux-image-6.12.111+deb12-amd64 - Linux 6.12 for 64-bit PCs (signed)
 
     #[test]
     fn compares_numerically_not_lexically() {
-        let apt = "linux-image-6.1.0-9-amd64-unsigned - x\nlinux-image-6.1.0-10-amd64-unsigned - x\n";
-        assert_eq!(Kernel::V6_1.select_package(apt).as_deref(), Some("linux-image-6.1.0-10-amd64-unsigned"));
+        let apt =
+            "linux-image-6.1.0-9-amd64-unsigned - x\nlinux-image-6.1.0-10-amd64-unsigned - x\n";
+        assert_eq!(
+            Kernel::V6_1.select_package(apt).as_deref(),
+            Some("linux-image-6.1.0-10-amd64-unsigned")
+        );
     }
 
     #[test]
     fn nothing_matching_is_none() {
-        assert_eq!(Kernel::V6_12.select_package("linux-image-6.1.0-56-amd64-unsigned - x\n"), None);
-        assert_eq!(Kernel::V6_1.package_key("linux-image-6.1.0-56-rt-amd64-unsigned"), None);
+        assert_eq!(
+            Kernel::V6_12.select_package("linux-image-6.1.0-56-amd64-unsigned - x\n"),
+            None
+        );
+        assert_eq!(
+            Kernel::V6_1.package_key("linux-image-6.1.0-56-rt-amd64-unsigned"),
+            None
+        );
     }
 
     #[test]

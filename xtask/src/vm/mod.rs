@@ -60,20 +60,36 @@ impl FromStr for Forward {
         let parts: Vec<&str> = s.split(':').collect();
         let (addr, host, guest) = match parts.as_slice() {
             [h, g] => (IpAddr::V4(Ipv4Addr::LOCALHOST), *h, *g),
-            [a, h, g] => (a.parse().map_err(|e| anyhow!("bad host address {a:?} in {s:?}: {e}"))?, *h, *g),
+            [a, h, g] => (
+                a.parse()
+                    .map_err(|e| anyhow!("bad host address {a:?} in {s:?}: {e}"))?,
+                *h,
+                *g,
+            ),
             _ => bail!("bad forward {s:?}; expected [127.0.0.1:]HOSTPORT:GUESTPORT"),
         };
         if !addr.is_loopback() {
             bail!("forward {s:?} would listen on {addr}; only loopback addresses are allowed");
         }
-        let port = |p: &str| p.parse::<u16>().map_err(|e| anyhow!("bad port {p:?} in {s:?}: {e}"));
-        Ok(Forward { host_addr: addr, host_port: port(host)?, guest_port: port(guest)? })
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|e| anyhow!("bad port {p:?} in {s:?}: {e}"))
+        };
+        Ok(Forward {
+            host_addr: addr,
+            host_port: port(host)?,
+            guest_port: port(guest)?,
+        })
     }
 }
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.host_addr, self.host_port, self.guest_port)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.host_addr, self.host_port, self.guest_port
+        )
     }
 }
 
@@ -203,7 +219,9 @@ pub fn run_matrix(spec: &GuestSpec, kernels: &[Kernel]) -> Result<Vec<GuestOutco
             if kernels.len() > 1
                 && let Stream::On { prefix: None } = s.stream
             {
-                s.stream = Stream::On { prefix: Some(format!("[{kernel}] ")) };
+                s.stream = Stream::On {
+                    prefix: Some(format!("[{kernel}] ")),
+                };
             }
             run_in_guest(&s)
         })

@@ -13,7 +13,13 @@ use anyhow::{Result, bail};
 /// Only the top of each stack is named; `modules.dep` brings in the rest (6.1: virtio_ring,
 /// virtio, virtio_pci_{modern,legacy}_dev, netfs, fscache, 9pnet). Built-in ones (6.12:
 /// virtio, virtio_pci, virtio_console; fscache is part of netfs there) are skipped.
-pub const BASE: &[&str] = &["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay"];
+pub const BASE: &[&str] = &[
+    "virtio_pci",
+    "virtio_console",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
 
 /// Modules for the virtio-net NIC, loaded only when ports are forwarded.
 pub const NET: &[&str] = &["failover", "net_failover", "virtio_net"];
@@ -44,14 +50,24 @@ pub fn parse_modules_dep(text: &str) -> BTreeMap<String, DepEntry> {
                 return None;
             }
             let deps = deps.split_whitespace().map(module_name).collect();
-            Some((module_name(path), DepEntry { path: path.to_owned(), deps }))
+            Some((
+                module_name(path),
+                DepEntry {
+                    path: path.to_owned(),
+                    deps,
+                },
+            ))
         })
         .collect()
 }
 
 /// Parses `modules.builtin` (one path per line) into a set of module names.
 pub fn parse_builtin(text: &str) -> HashSet<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(module_name).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(module_name)
+        .collect()
 }
 
 /// Resolves `wanted` into `insmod` order: each module after everything it needs, each once.
@@ -70,7 +86,14 @@ pub fn load_order(
     let mut done: HashSet<String> = already.iter().map(|e| module_name(&e.path)).collect();
     let mut order = Vec::new();
     for name in wanted {
-        visit(dep, builtin, &name.replace('-', "_"), &mut done, &mut order, 0)?;
+        visit(
+            dep,
+            builtin,
+            &name.replace('-', "_"),
+            &mut done,
+            &mut order,
+            0,
+        )?;
     }
     Ok(order)
 }
@@ -131,7 +154,10 @@ kernel/net/core/failover.ko:
     fn assert_deps_first(dep: &BTreeMap<String, DepEntry>, order: &[String]) {
         for (i, name) in order.iter().enumerate() {
             for d in &dep[name].deps {
-                let j = order.iter().position(|n| n == d).expect("dependency loaded");
+                let j = order
+                    .iter()
+                    .position(|n| n == d)
+                    .expect("dependency loaded");
                 assert!(j < i, "{d} must come before {name} in {order:?}");
             }
         }
@@ -149,8 +175,18 @@ kernel/net/core/failover.ko:
         let dep = parse_modules_dep(DEP_61);
         let order = names(&load_order(&dep, &HashSet::new(), BASE, &[]).expect("resolves"));
         let mut want = vec![
-            "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-            "virtio_console", "netfs", "fscache", "9pnet", "9pnet_virtio", "9p", "overlay",
+            "virtio_ring",
+            "virtio",
+            "virtio_pci_modern_dev",
+            "virtio_pci_legacy_dev",
+            "virtio_pci",
+            "virtio_console",
+            "netfs",
+            "fscache",
+            "9pnet",
+            "9pnet_virtio",
+            "9p",
+            "overlay",
         ];
         let mut got: Vec<&str> = order.iter().map(String::as_str).collect();
         want.sort_unstable();
@@ -163,9 +199,15 @@ kernel/net/core/failover.ko:
     #[test]
     fn builtins_and_already_loaded_are_skipped() {
         let dep = parse_modules_dep(DEP_61);
-        let builtin = parse_builtin("kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n");
+        let builtin = parse_builtin(
+            "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_ring.ko\n",
+        );
         let base = load_order(&dep, &builtin, BASE, &[]).expect("resolves");
-        assert!(!names(&base).iter().any(|n| n == "virtio" || n == "virtio_ring"));
+        assert!(
+            !names(&base)
+                .iter()
+                .any(|n| n == "virtio" || n == "virtio_ring")
+        );
         let net = names(&load_order(&dep, &builtin, NET, &base).expect("resolves"));
         assert_eq!(net, ["failover", "net_failover", "virtio_net"]);
     }

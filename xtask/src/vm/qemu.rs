@@ -26,12 +26,16 @@ const QEMU: &str = "qemu-system-x86_64";
 const KEEP_RUNS: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result<GuestOutcome> {
-    let qemu = which::which(QEMU)
-        .map_err(|_| anyhow!("{QEMU} is not installed (apt-get install qemu-system-x86, or run cargo xtask setup)"))?;
+    let qemu = which::which(QEMU).map_err(|_| {
+        anyhow!(
+            "{QEMU} is not installed (apt-get install qemu-system-x86, or run cargo xtask setup)"
+        )
+    })?;
     check_cwd(&spec.cwd)?;
     let run_dir = new_run_dir(spec)?;
     let results_dir = run_dir.join("results");
-    fs::create_dir_all(&results_dir).with_context(|| format!("creating {}", results_dir.display()))?;
+    fs::create_dir_all(&results_dir)
+        .with_context(|| format!("creating {}", results_dir.display()))?;
 
     let env = guest_env(spec, &results_dir);
     let script = Stage2 {
@@ -43,7 +47,8 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
         debug: debug_enabled(),
     }
     .render()?;
-    fs::write(run_dir.join("stage2.sh"), script).with_context(|| format!("writing stage2.sh in {}", run_dir.display()))?;
+    fs::write(run_dir.join("stage2.sh"), script)
+        .with_context(|| format!("writing stage2.sh in {}", run_dir.display()))?;
 
     // Short socket paths: sun_path holds 108 bytes and the workspace may sit deep.
     let sock_dir = tempfile::Builder::new()
@@ -52,17 +57,23 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
         .context("creating a socket directory")?;
     let out_sock = sock_dir.path().join("out");
     let err_sock = sock_dir.path().join("err");
-    let out_listener = UnixListener::bind(&out_sock).with_context(|| format!("binding {}", out_sock.display()))?;
-    let err_listener = UnixListener::bind(&err_sock).with_context(|| format!("binding {}", err_sock.display()))?;
+    let out_listener =
+        UnixListener::bind(&out_sock).with_context(|| format!("binding {}", out_sock.display()))?;
+    let err_listener =
+        UnixListener::bind(&err_sock).with_context(|| format!("binding {}", err_sock.display()))?;
 
     let mut cmd = Command::new(qemu);
-    cmd.args(qemu_args(spec, tree, initrd, &run_dir, &out_sock, &err_sock)?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(qemu_args(
+        spec, tree, initrd, &run_dir, &out_sock, &err_sock,
+    )?)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let started = Instant::now();
     let deadline = started + spec.timeout;
-    let mut child = cmd.spawn().with_context(|| format!("could not start {QEMU}"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {QEMU}"))?;
     let mut guard = KillOnDrop(Some(&mut child));
     let child = guard.child();
 
@@ -116,7 +127,10 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
     let qemu_err = qemu_stderr.join().unwrap_or_default();
 
     let exit_code = match fs::read_to_string(run_dir.join("exit-code")) {
-        Ok(s) => s.trim().parse::<i32>().with_context(|| format!("bad exit-code file {s:?}"))?,
+        Ok(s) => s
+            .trim()
+            .parse::<i32>()
+            .with_context(|| format!("bad exit-code file {s:?}"))?,
         Err(_) => bail!(
             "the guest on kernel {} stopped without reporting an exit code (QEMU {status}); {}{}",
             spec.kernel,
@@ -125,7 +139,12 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
         ),
     };
     let uptime = |name: &str| -> Option<f64> {
-        fs::read_to_string(run_dir.join(name)).ok()?.split_whitespace().next()?.parse().ok()
+        fs::read_to_string(run_dir.join(name))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     };
     let command_time = match (uptime("t-start"), uptime("t-end")) {
         (Some(a), Some(b)) if b >= a => Some(Duration::from_secs_f64(b - a)),
@@ -152,7 +171,9 @@ struct KillOnDrop<'a>(Option<&'a mut Child>);
 impl KillOnDrop<'_> {
     fn child(&mut self) -> &mut Child {
         // Only None after disarm(), which is the last use.
-        self.0.as_deref_mut().unwrap_or_else(|| unreachable!("child used after disarm"))
+        self.0
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("child used after disarm"))
     }
 
     fn disarm(&mut self) {
@@ -176,10 +197,20 @@ fn debug_enabled() -> bool {
 
 fn check_cwd(cwd: &Path) -> Result<()> {
     if !cwd.is_absolute() || !cwd.is_dir() {
-        bail!("the guest working directory {} is not an existing absolute directory", cwd.display());
+        bail!(
+            "the guest working directory {} is not an existing absolute directory",
+            cwd.display()
+        );
     }
-    if cwd.starts_with("/tmp") || cwd.starts_with("/run") || cwd.starts_with("/proc") || cwd.starts_with("/sys") {
-        bail!("the guest working directory {} is hidden in the guest (fresh /tmp, /run, /proc, /sys)", cwd.display());
+    if cwd.starts_with("/tmp")
+        || cwd.starts_with("/run")
+        || cwd.starts_with("/proc")
+        || cwd.starts_with("/sys")
+    {
+        bail!(
+            "the guest working directory {} is hidden in the guest (fresh /tmp, /run, /proc, /sys)",
+            cwd.display()
+        );
     }
     Ok(())
 }
@@ -189,7 +220,10 @@ fn new_run_dir(spec: &GuestSpec) -> Result<PathBuf> {
     let runs = paths::vm_dir().join("runs");
     fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
     prune_runs(&runs);
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let name = format!(
         "{}-{millis}-{}-{}",
         spec.kernel,
@@ -198,14 +232,19 @@ fn new_run_dir(spec: &GuestSpec) -> Result<PathBuf> {
     );
     let dir = runs.join(name);
     if dir.to_string_lossy().chars().any(char::is_whitespace) {
-        bail!("the run directory {} contains whitespace, which the kernel command line cannot carry", dir.display());
+        bail!(
+            "the run directory {} contains whitespace, which the kernel command line cannot carry",
+            dir.display()
+        );
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
 fn prune_runs(runs: &Path) {
-    let Ok(entries) = fs::read_dir(runs) else { return };
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
     for entry in entries.flatten() {
         let old = entry
             .metadata()
@@ -225,10 +264,19 @@ fn guest_env(spec: &GuestSpec, results_dir: &Path) -> Vec<(String, String)> {
         ("HOME".to_owned(), "/root".to_owned()),
         ("USER".to_owned(), "root".to_owned()),
         ("LOGNAME".to_owned(), "root".to_owned()),
-        ("PATH".to_owned(), stage2::guest_path(&host_path, paths::pyenv_global_bin().as_deref())),
+        (
+            "PATH".to_owned(),
+            stage2::guest_path(&host_path, paths::pyenv_global_bin().as_deref()),
+        ),
         ("AIRLOCK_VM".to_owned(), "1".to_owned()),
-        ("AIRLOCK_VM_KERNEL".to_owned(), spec.kernel.label().to_owned()),
-        ("AIRLOCK_VM_RESULTS".to_owned(), results_dir.to_string_lossy().into_owned()),
+        (
+            "AIRLOCK_VM_KERNEL".to_owned(),
+            spec.kernel.label().to_owned(),
+        ),
+        (
+            "AIRLOCK_VM_RESULTS".to_owned(),
+            results_dir.to_string_lossy().into_owned(),
+        ),
     ];
     for key in DEFAULT_PASSTHROUGH_ENV {
         if let Ok(v) = std::env::var(key) {
@@ -252,8 +300,15 @@ fn qemu_args(
 ) -> Result<Vec<String>> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     // AIRLOCK_VM_DEBUG=1 shows the kernel log and stage-1 timestamps in console.log.
-    let verbosity = if debug_enabled() { "airlock.debug=1" } else { "quiet loglevel=1" };
-    let mut append = format!("console=ttyS0 {verbosity} panic=-1 airlock.run={}", s(run_dir));
+    let verbosity = if debug_enabled() {
+        "airlock.debug=1"
+    } else {
+        "quiet loglevel=1"
+    };
+    let mut append = format!(
+        "console=ttyS0 {verbosity} panic=-1 airlock.run={}",
+        s(run_dir)
+    );
     if !spec.forwards.is_empty() {
         append.push_str(" airlock.net=1");
     }
@@ -286,7 +341,10 @@ fn qemu_args(
         "-virtfs".into(),
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap".into(),
         "-virtfs".into(),
-        format!("local,path={},mount_tag=results,security_model=none,multidevs=remap", s(run_dir)),
+        format!(
+            "local,path={},mount_tag=results,security_model=none,multidevs=remap",
+            s(run_dir)
+        ),
         "-device".into(),
         "virtio-serial-pci,id=vser0".into(),
         "-chardev".into(),
@@ -304,12 +362,23 @@ fn qemu_args(
         // restrict=on: the guest reaches nothing outside; hostfwd still delivers to it.
         let mut netdev = "user,id=net0,restrict=on".to_owned();
         for f in &spec.forwards {
-            netdev.push_str(&format!(",hostfwd=tcp:{}:{}-:{}", f.host_addr, f.host_port, f.guest_port));
+            netdev.push_str(&format!(
+                ",hostfwd=tcp:{}:{}-:{}",
+                f.host_addr, f.host_port, f.guest_port
+            ));
         }
-        args.extend(["-netdev".into(), netdev, "-device".into(), "virtio-net-pci,netdev=net0".into()]);
+        args.extend([
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            "virtio-net-pci,netdev=net0".into(),
+        ]);
     }
     if s(run_dir).contains(',') {
-        bail!("the run directory {} contains a comma, which QEMU options cannot carry", run_dir.display());
+        bail!(
+            "the run directory {} contains a comma, which QEMU options cannot carry",
+            run_dir.display()
+        );
     }
     Ok(args)
 }
@@ -321,8 +390,10 @@ fn accept_both(
     err: &UnixListener,
     deadline: Instant,
 ) -> Result<(UnixStream, UnixStream)> {
-    out.set_nonblocking(true).context("setting the socket non-blocking")?;
-    err.set_nonblocking(true).context("setting the socket non-blocking")?;
+    out.set_nonblocking(true)
+        .context("setting the socket non-blocking")?;
+    err.set_nonblocking(true)
+        .context("setting the socket non-blocking")?;
     let (mut o, mut e) = (None, None);
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
@@ -347,9 +418,14 @@ fn accept_both(
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let (o, e) = (o.ok_or_else(|| anyhow!("no stdout port"))?, e.ok_or_else(|| anyhow!("no stderr port"))?);
-    o.set_nonblocking(false).context("setting the socket blocking")?;
-    e.set_nonblocking(false).context("setting the socket blocking")?;
+    let (o, e) = (
+        o.ok_or_else(|| anyhow!("no stdout port"))?,
+        e.ok_or_else(|| anyhow!("no stderr port"))?,
+    );
+    o.set_nonblocking(false)
+        .context("setting the socket blocking")?;
+    e.set_nonblocking(false)
+        .context("setting the socket blocking")?;
     Ok((o, e))
 }
 
@@ -402,7 +478,11 @@ fn spawn_console(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            if marker.get().is_none() && line.windows(stage2::START_MARKER.len()).any(|w| w == stage2::START_MARKER.as_bytes()) {
+            if marker.get().is_none()
+                && line
+                    .windows(stage2::START_MARKER.len())
+                    .any(|w| w == stage2::START_MARKER.as_bytes())
+            {
                 let _ = marker.set(Instant::now());
             }
             let _ = file.write_all(&line);
@@ -427,5 +507,9 @@ fn tail(path: &Path, lines: usize) -> String {
         return format!("the console log {} is empty", path.display());
     }
     let start = all.len().saturating_sub(lines);
-    format!("last console lines ({}):\n{}\n", path.display(), all[start..].join("\n"))
+    format!(
+        "last console lines ({}):\n{}\n",
+        path.display(),
+        all[start..].join("\n")
+    )
 }

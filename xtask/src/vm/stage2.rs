@@ -42,13 +42,18 @@ fn quote(s: &str) -> Result<String> {
 }
 
 fn quote_path(p: &Path) -> Result<String> {
-    quote(p.to_str().with_context(|| format!("{} is not UTF-8", p.display()))?)
+    quote(
+        p.to_str()
+            .with_context(|| format!("{} is not UTF-8", p.display()))?,
+    )
 }
 
 /// Whether `key` is a valid environment variable name for the guest.
 pub fn valid_env_key(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
@@ -81,7 +86,9 @@ impl Stage2<'_> {
         let net = if self.forwards.is_empty() {
             String::new()
         } else {
-            format!("$B ip addr add {GUEST_IP} dev eth0 && $B ip link set eth0 up || echo 'airlock-vm stage2: eth0 setup failed' >/dev/console\n")
+            format!(
+                "$B ip addr add {GUEST_IP} dev eth0 && $B ip link set eth0 up || echo 'airlock-vm stage2: eth0 setup failed' >/dev/console\n"
+            )
         };
         let debug = if self.debug { "1" } else { "" };
         Ok(format!(
@@ -151,7 +158,14 @@ pub fn guest_path(host_path: &str, pyenv_bin: Option<&Path>) -> String {
         }
         push(entry, &mut out);
     }
-    for std_dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+    for std_dir in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
         push(std_dir, &mut out);
     }
     out.join(":")
@@ -179,19 +193,41 @@ mod tests {
     fn script_quotes_arguments_and_env() {
         let run = PathBuf::from("/w/target/vm/runs/x");
         let env = vec![("A".to_string(), "it's $HOME".to_string())];
-        let cmd = vec!["sh".to_string(), "-c".to_string(), "echo 'a b'; exit 3".to_string()];
-        let s = Stage2 { run_dir: &run, cwd: Path::new("/w"), env: &env, command: &cmd, forwards: &[], debug: false }
-            .render()
-            .expect("renders");
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo 'a b'; exit 3".to_string(),
+        ];
+        let s = Stage2 {
+            run_dir: &run,
+            cwd: Path::new("/w"),
+            env: &env,
+            command: &cmd,
+            forwards: &[],
+            debug: false,
+        }
+        .render()
+        .expect("renders");
         // Run the generated env/argv through a real shell to check the quoting round-trips.
-        let line = s.lines().find(|l| l.contains("env -i")).expect("command line");
-        let words = line.trim().trim_start_matches("$B env -i").split(" </dev/null").next().expect("argv");
+        let line = s
+            .lines()
+            .find(|l| l.contains("env -i"))
+            .expect("command line");
+        let words = line
+            .trim()
+            .trim_start_matches("$B env -i")
+            .split(" </dev/null")
+            .next()
+            .expect("argv");
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("for w in {words}; do printf '%s\\n' \"$w\"; done"))
             .output()
             .expect("sh runs");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "A=it's $HOME\nsh\n-c\necho 'a b'; exit 3\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "A=it's $HOME\nsh\n-c\necho 'a b'; exit 3\n"
+        );
         assert!(!s.contains("eth0"), "no network without forwards");
     }
 
@@ -200,9 +236,23 @@ mod tests {
         let run = PathBuf::from("/r");
         let cmd = vec!["true".to_string()];
         let env = vec![("A B".to_string(), "x".to_string())];
-        let bad = Stage2 { run_dir: &run, cwd: &run, env: &env, command: &cmd, forwards: &[], debug: false };
+        let bad = Stage2 {
+            run_dir: &run,
+            cwd: &run,
+            env: &env,
+            command: &cmd,
+            forwards: &[],
+            debug: false,
+        };
         assert!(bad.render().is_err());
-        let empty = Stage2 { run_dir: &run, cwd: &run, env: &[], command: &[], forwards: &[], debug: false };
+        let empty = Stage2 {
+            run_dir: &run,
+            cwd: &run,
+            env: &[],
+            command: &[],
+            forwards: &[],
+            debug: false,
+        };
         assert!(empty.render().is_err());
     }
 }
