@@ -58,3 +58,17 @@ pub fn succeeds(cmd: &mut Command) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// A sibling of `path` no other process or thread is writing: `path.tmp.<pid>.<n>`, for
+/// write-then-rename so that concurrent runs never see half a file.
+pub fn unique_tmp(path: &std::path::Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    path.with_file_name(name)
+}

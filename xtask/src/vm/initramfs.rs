@@ -68,6 +68,7 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/
   || fail "mounting the overlay failed"
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
+mkdir -p "/newroot$run"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results "/newroot$run" \
   || fail "mounting the run share at $run failed"
 mkdir -p /newroot/run/airlock-vm
@@ -132,7 +133,7 @@ pub fn ensure(tree: &KernelTree) -> Result<PathBuf> {
     files.push(("modules/base.order".into(), 0o100_644, order_file(&base)));
     files.push(("modules/net.order".into(), 0o100_644, order_file(&net)));
 
-    let tmp = out.with_extension("cpio.tmp");
+    let tmp = crate::util::unique_tmp(&out);
     let mut w = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     write_cpio(&mut w, &files).with_context(|| format!("writing {}", tmp.display()))?;
     w.sync_all().ok();

@@ -196,7 +196,7 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    let tmp = out.with_extension("tmp");
+    let tmp = crate::util::unique_tmp(out);
     fs::write(&tmp, &output.stdout).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, out).with_context(|| format!("moving {} into place", tmp.display()))?;
     Ok(())
@@ -308,7 +308,7 @@ fn fetch(kernel: Kernel, package: &str) -> Result<KernelTree> {
             eprintln!("vm: downloading {package}");
             run_status(
                 Command::new("apt-get")
-                    .args(["download", "-q", package])
+                    .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
                     .current_dir(&debs),
             )
             .with_context(|| format!("could not download kernel package {package}"))?;
@@ -321,10 +321,7 @@ fn fetch(kernel: Kernel, package: &str) -> Result<KernelTree> {
         }
     };
     let dest = kernels_dir().join(package);
-    let partial = kernels_dir().join(format!(".{package}.partial"));
-    if partial.exists() {
-        fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
-    }
+    let partial = crate::util::unique_tmp(&kernels_dir().join(format!(".{package}")));
     fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
     eprintln!("vm: unpacking {}", deb.display());
     run_status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
@@ -340,6 +337,11 @@ fn fetch(kernel: Kernel, package: &str) -> Result<KernelTree> {
     })?;
     run_status(Command::new("depmod").arg("-b").arg(&partial).arg(&release))
         .with_context(|| format!("depmod failed on {package}"))?;
+    if let Some(tree) = load_tree(kernel, &dest)? {
+        // Another run unpacked it meanwhile; keep theirs.
+        let _ = fs::remove_dir_all(&partial);
+        return Ok(tree);
+    }
     if dest.exists() {
         fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
     }
