@@ -104,6 +104,16 @@ $B mount -t bpf bpf /sys/fs/bpf
 $B mount -t securityfs securityfs /sys/kernel/security
 $B mount -t tracefs tracefs /sys/kernel/tracing
 $B mount -t debugfs debugfs /sys/kernel/debug
+# devtmpfs has none of these; PostgreSQL needs /dev/shm, shells /dev/fd, ttys /dev/pts.
+$B mkdir -p /dev/shm /dev/pts
+$B mount -t tmpfs -o mode=1777 shm /dev/shm
+$B mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+[ -e /dev/ptmx ] || $B ln -s pts/ptmx /dev/ptmx
+$B ln -sf /proc/self/fd /dev/fd
+$B ln -sf /proc/self/fd/0 /dev/stdin
+$B ln -sf /proc/self/fd/1 /dev/stdout
+$B ln -sf /proc/self/fd/2 /dev/stderr
+$B hostname airlock-vm
 $B ip link set lo up
 {net}log mounted
 out=/dev/console
