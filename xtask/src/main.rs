@@ -7,7 +7,7 @@ use xtask::{setup, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
