@@ -216,8 +216,23 @@ pub fn ensure(kernel: Kernel) -> Result<KernelTree> {
     if let Some(tree) = cached(kernel)? {
         return Ok(tree);
     }
+    fetch_newest(kernel)
+}
+
+/// Fetches the newest package; if that fails on stale apt lists (the security archive
+/// drops superseded kernels), updates the lists once and tries the then-newest package.
+fn fetch_newest(kernel: Kernel) -> Result<KernelTree> {
     let package = newest_package(kernel)?;
-    fetch(kernel, &package)
+    match fetch(kernel, &package) {
+        Ok(tree) => Ok(tree),
+        Err(first) => {
+            eprintln!("vm: {first:#}; updating apt lists and retrying");
+            crate::setup::apt_update()?;
+            let package = newest_package(kernel)?;
+            fetch(kernel, &package)
+                .map_err(|e| e.context(format!("after apt-get update (first try: {first:#})")))
+        }
+    }
 }
 
 /// Looks up the newest package with apt and fetches it unless already unpacked.
@@ -230,7 +245,7 @@ pub fn refresh(kernel: Kernel) -> Result<(KernelTree, bool)> {
     if let Some(tree) = load_tree(kernel, &kernels_dir().join(&package))? {
         return Ok((tree, false));
     }
-    Ok((fetch(kernel, &package)?, true))
+    Ok((fetch_newest(kernel)?, true))
 }
 
 /// The newest complete unpacked tree of `kernel` under `target/vm/kernels`, if any.
