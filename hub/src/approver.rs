@@ -1,0 +1,1 @@
+//! Approver CLI (being written).
