@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_proto::v1::agent_service_server::AgentServiceServer;
@@ -145,14 +146,15 @@ pub async fn serve_with_listener(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let expiry_stop = {
-        let mut rx = stop_rx.clone();
+    let expiry = tokio::spawn(expiry::run(Arc::clone(&hub), hub.stopped()));
+    let stop_streams = {
+        let hub = Arc::clone(&hub);
         async move {
-            let _closed = rx.wait_for(|stop| *stop).await;
+            shutdown.await;
+            tracing::info!("hub shutting down");
+            hub.stop();
         }
     };
-    let expiry = tokio::spawn(expiry::run(std::sync::Arc::clone(&hub), expiry_stop));
 
     tracing::info!(%addr, "hub listening");
     let result = Server::builder()
@@ -160,16 +162,16 @@ pub async fn serve_with_listener(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::with_interceptor(
-            AgentApi::new(std::sync::Arc::clone(&hub)),
+            AgentApi::new(Arc::clone(&hub)),
             DevHeaderIdentity,
         ))
         .add_service(ApproverServiceServer::with_interceptor(
-            ApproverApi::new(std::sync::Arc::clone(&hub)),
+            ApproverApi::new(Arc::clone(&hub)),
             DevHeaderIdentity,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_streams)
         .await;
-    stop_tx.send_replace(true);
+    hub.stop();
     if let Err(err) = expiry.await {
         tracing::error!(error = %err, "expiry task ended abnormally");
     }

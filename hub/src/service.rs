@@ -4,8 +4,11 @@
 mod agent;
 mod approver;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::store::Store;
 
@@ -37,13 +40,36 @@ pub struct Hub<S> {
     pub store: S,
     /// Start-up settings.
     pub config: HubConfig,
+    /// Flips to `true` when the hub shuts down, ending streams and background tasks
+    /// (a graceful server shutdown would otherwise wait forever for open streams).
+    stopping: watch::Sender<bool>,
 }
 
 impl<S: Store> Hub<S> {
     /// A hub over `store`.
     #[must_use]
     pub fn new(store: S, config: HubConfig) -> Arc<Self> {
-        Arc::new(Self { store, config })
+        Arc::new(Self {
+            store,
+            config,
+            stopping: watch::Sender::new(false),
+        })
+    }
+}
+
+impl<S> Hub<S> {
+    /// Tells streams and background tasks to finish.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes once [`stop`](Self::stop) was called.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            // An error means the hub is gone, which is as stopped as it gets.
+            let _gone = rx.wait_for(|stopping| *stopping).await;
+        }
     }
 }
 

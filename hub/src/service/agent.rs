@@ -101,7 +101,9 @@ impl<S: Store> AgentService for AgentApi<S> {
         }
 
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let stopped = hub.stopped();
         tokio::spawn(async move {
+            tokio::pin!(stopped);
             for event in replay {
                 if tx.send(Ok(event)).await.is_err() {
                     return;
@@ -132,6 +134,7 @@ impl<S: Store> AgentService for AgentApi<S> {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
+                    () = &mut stopped => return,
                 }
             }
         });

@@ -101,7 +101,9 @@ impl<S: Store> ApproverService for ApproverApi<S> {
 
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let heartbeat = hub.config.heartbeat;
+        let stopped = hub.stopped();
         tokio::spawn(async move {
+            tokio::pin!(stopped);
             if let Some(first) = first
                 && tx.send(event(first)).await.is_err()
             {
@@ -141,6 +143,7 @@ impl<S: Store> ApproverService for ApproverApi<S> {
                         }
                     }
                     () = tx.closed() => return,
+                    () = &mut stopped => return,
                 }
             }
         });
