@@ -586,3 +586,53 @@ async fn dev_mode_refuses_non_loopback() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let hub = TestHub::start().await;
+    let mut health = HealthClient::new(hub.raw_channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "airlock.v1.ApproverService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut reflection = ServerReflectionClient::new(hub.raw_channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = within(5, &mut replies).await;
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"airlock.v1.AgentService".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"airlock.v1.ApproverService".to_owned()),
+        "{names:?}"
+    );
+    hub.stop().await;
+}

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 
 use airlock_proto::v1::{
-    ActionClass, ApprovalRequest, Decision, DecisionCause, Destination, GrantScope, Process,
-    RequestState, Verdict, Vote,
+    ActionClass, ActionContext, ApprovalRequest, Decision, DecisionCause, Destination, GrantScope,
+    Process, RequestState, Verdict, Vote,
 };
 use serde::{Deserialize, Serialize};
 
@@ -318,6 +318,22 @@ fn argv_line(binary: &str, argv: &[String]) -> String {
     line
 }
 
+/// The executed command: the action's own binary/argv, else the actor's.
+fn command(a: &ActionContext) -> (&str, &[String]) {
+    let actor = a.actor.as_ref();
+    let binary = if a.binary.is_empty() {
+        actor.map_or("", |p| p.binary.as_str())
+    } else {
+        &a.binary
+    };
+    let argv = if a.argv.is_empty() {
+        actor.map_or(&[][..], |p| p.argv.as_slice())
+    } else {
+        &a.argv
+    };
+    (binary, argv)
+}
+
 fn target(d: &Destination) -> String {
     let host = if !d.url.is_empty() {
         return printable(&d.url);
@@ -362,11 +378,7 @@ pub fn summary_line(r: &ApprovalRequest, now: i64) -> String {
         })
         .unwrap_or_else(|| printable(&r.requester));
     let _ = write!(line, "  {user}");
-    let (binary, argv) = match (&a.binary, &a.actor) {
-        (b, _) if !b.is_empty() => (b.as_str(), a.argv.as_slice()),
-        (_, Some(p)) => (p.binary.as_str(), p.argv.as_slice()),
-        (_, None) => ("", &[][..]),
-    };
+    let (binary, argv) = command(a);
     if !binary.is_empty() {
         let _ = write!(line, "  {}", argv_line(binary, argv));
     }
@@ -419,8 +431,9 @@ pub fn details(r: &ApprovalRequest, now: i64) -> String {
         field(&mut s, "severity:", &a.severity);
         field(&mut s, "rule:", &a.rule_id);
         field(&mut s, "rule reason:", &a.rule_reason);
-        if !a.binary.is_empty() {
-            field(&mut s, "command:", &argv_line(&a.binary, &a.argv));
+        let (binary, argv) = command(a);
+        if !binary.is_empty() {
+            field(&mut s, "command:", &argv_line(binary, argv));
         }
         if let Some(d) = &a.destination {
             field(&mut s, "destination:", &target(d));

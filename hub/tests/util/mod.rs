@@ -58,6 +58,10 @@ impl TestHub {
         format!("http://{}", self.addr)
     }
 
+    pub async fn raw_channel(&self) -> Channel {
+        self.channel().await
+    }
+
     async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(self.url())
             .unwrap()
