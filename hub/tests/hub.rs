@@ -36,6 +36,10 @@ async fn submit_is_idempotent_and_rejects_a_changed_payload() {
     let stored = first.request.unwrap();
     assert_eq!(stored.state, RequestState::Pending as i32);
     assert_eq!(stored.agent_id, "agent-1");
+    assert_eq!(
+        stored.action.as_ref().unwrap().sealed_context,
+        b"sealed-for-auditors"
+    );
     assert!(stored.revision > 0);
 
     let err = agent.submit(submit("req-1", "bob")).await.unwrap_err();
@@ -527,6 +531,10 @@ async fn get_resolves_unique_prefixes_and_list_filters() {
         .request
         .unwrap();
     assert_eq!(got.id, "abcd-2222");
+    assert!(
+        got.action.unwrap().sealed_context.is_empty(),
+        "approvers never receive the sealed raw context"
+    );
     let err = bob
         .get(GetRequest {
             id: "abcd".to_owned(),

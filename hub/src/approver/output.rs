@@ -71,8 +71,6 @@ pub struct ActionOut {
     pub impact: String,
     /// Hash the grant is bound to.
     pub action_hash: String,
-    /// Size of the sealed raw context (its bytes are for auditors only).
-    pub sealed_context_bytes: usize,
 }
 
 /// A process.
@@ -269,7 +267,6 @@ impl From<&ApprovalRequest> for RequestOut {
                 severity: a.severity.clone(),
                 impact: a.impact.clone(),
                 action_hash: a.action_hash.clone(),
-                sealed_context_bytes: a.sealed_context.len(),
             }),
             votes: r.votes.iter().map(vote).collect(),
             decision: r.decision.as_ref().map(decision),

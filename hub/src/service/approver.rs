@@ -48,6 +48,15 @@ fn event(event: watch_event::Event) -> Result<WatchEvent, Status> {
     Ok(WatchEvent { event: Some(event) })
 }
 
+/// `request` without its sealed raw context: only auditors can open it, so approvers
+/// (and every watcher fan-out) need not carry the ciphertext.
+fn for_approver(mut request: ApprovalRequest) -> ApprovalRequest {
+    if let Some(action) = request.action.as_mut() {
+        action.sealed_context = Vec::new();
+    }
+    request
+}
+
 impl<S: Store> ApproverApi<S> {
     /// The request `id`, or the only one whose id starts with `id`.
     async fn resolve(&self, id: &str) -> Result<ApprovalRequest, ApiError> {
@@ -88,6 +97,7 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         // start the client over with a snapshot rather than silently skipping changes.
         let (first, mut seen) = if since == 0 || since > current {
             let (requests, revision) = hub.store.pending_snapshot().await?;
+            let requests = requests.into_iter().map(for_approver).collect();
             (
                 Some(watch_event::Event::Snapshot(Snapshot {
                     requests,
@@ -124,7 +134,7 @@ impl<S: Store> ApproverService for ApproverApi<S> {
                 for changed in batch {
                     seen = changed.revision;
                     if tx
-                        .send(event(watch_event::Event::Changed(changed)))
+                        .send(event(watch_event::Event::Changed(for_approver(changed))))
                         .await
                         .is_err()
                     {
@@ -166,7 +176,14 @@ impl<S: Store> ApproverService for ApproverApi<S> {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(MAX_LIST_LIMIT),
         };
-        let requests = self.hub.store.list(&states, limit).await?;
+        let requests = self
+            .hub
+            .store
+            .list(&states, limit)
+            .await?
+            .into_iter()
+            .map(for_approver)
+            .collect();
         Ok(Response::new(ListResponse { requests }))
     }
 
@@ -176,7 +193,7 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         caller.require_approver()?;
         let found = self.resolve(&request.get_ref().id).await?;
         Ok(Response::new(GetResponse {
-            request: Some(found),
+            request: Some(for_approver(found)),
         }))
     }
 
@@ -207,7 +224,7 @@ impl<S: Store> ApproverService for ApproverApi<S> {
             .await?;
         tracing::info!(approver = %caller.principal, state = stored.state, "vote cast");
         Ok(Response::new(DecideResponse {
-            request: Some(stored),
+            request: Some(for_approver(stored)),
         }))
     }
 }

@@ -120,6 +120,7 @@ pub fn submit(id: &str, requester: &str) -> SubmitRequest {
             binary: "/usr/bin/aws".to_owned(),
             rule_id: "exfil-s3".to_owned(),
             action_hash: format!("hash-{id}"),
+            sealed_context: b"sealed-for-auditors".to_vec(),
             ..ActionContext::default()
         }),
         requirements: None,
