@@ -6,10 +6,10 @@ use airlock_proto::v1::{
     agent_service_client::AgentServiceClient, CancelRequest, DecisionEvent, DecisionsRequest,
     SubmitRequest,
 };
+use airlock_hub::identity::{ClientIdentity, Role};
 use tokio::sync::mpsc;
 use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{interceptor::InterceptedService, Interceptor},
+    service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
     Request, Status,
 };
@@ -28,22 +28,7 @@ pub enum HubError {
     Rpc(#[from] Status),
 }
 
-/// Adds the agent's identity to every call (dev-token mode; mTLS replaces this).
-#[derive(Clone)]
-pub struct AgentIdentity {
-    principal: MetadataValue<Ascii>,
-}
-
-impl Interceptor for AgentIdentity {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let md = request.metadata_mut();
-        md.insert("x-airlock-principal", self.principal.clone());
-        md.insert("x-airlock-role", MetadataValue::from_static("agent"));
-        Ok(request)
-    }
-}
-
-type Client = AgentServiceClient<InterceptedService<Channel, AgentIdentity>>;
+type Client = AgentServiceClient<InterceptedService<Channel, ClientIdentity>>;
 
 #[derive(Clone)]
 pub struct HubClient {
@@ -63,13 +48,10 @@ impl HubClient {
             .timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let principal = agent_id
-            .parse()
+        let identity = ClientIdentity::new(agent_id, Role::Agent)
             .map_err(|_| HubError::BadPrincipal(agent_id.to_owned()))?;
         let channel = endpoint.connect_lazy();
-        Ok(Self {
-            client: AgentServiceClient::with_interceptor(channel, AgentIdentity { principal }),
-        })
+        Ok(Self { client: AgentServiceClient::with_interceptor(channel, identity) })
     }
 
     /// # Errors

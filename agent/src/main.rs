@@ -1,9 +1,14 @@
 //! `airlock`: the host agent, the approval hub and the approver CLI in one binary.
 use std::{path::PathBuf, process::ExitCode};
 
+use airlock_hub::approver::{ApproverArgs, ApproverCommand};
 use clap::{Parser, Subcommand};
 
 /// airlock puts a human between an AI agent and the dangerous things it can do on a host.
+///
+/// `airlock run` holds watched actions of processes in the configured cgroups in the kernel
+/// until an approver decides on the hub (`airlock hub serve`), using `airlock list`,
+/// `watch`, `show`, `approve` and `deny`.
 ///
 /// Exit codes: 0 success, 1 a negative answer (e.g. a request that is no longer pending),
 /// 2 an error.
@@ -13,6 +18,8 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `airlock_agent=debug`.
     #[arg(long, global = true, env = "AIRLOCK_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    approver: ApproverArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,18 +28,29 @@ struct Cli {
 enum Command {
     /// Run the host agent: hold watched actions in the kernel until the hub decides.
     Run {
-        /// The agent's config file (TOML).
+        /// The agent's config file (TOML); see README "Configuration".
         #[arg(long, short, env = "AIRLOCK_CONFIG", default_value = "/etc/airlock/agent.toml")]
         config: PathBuf,
     },
     /// Check that this host can run the agent (root, BPF LSM, BTF) and say why not.
     Preflight,
+    /// Run the approval hub.
+    #[command(subcommand)]
+    Hub(HubCommand),
+    #[command(flatten)]
+    Approver(ApproverCommand),
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Serve the airlock.v1 gRPC API (agents submit, approvers decide).
+    Serve(airlock_hub::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
-    match run(cli.command) {
+    match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("airlock: {error:#}");
@@ -41,8 +59,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
         Command::Run { config } => {
             let config = airlock_agent::config::AgentConfig::load(&config)?;
             runtime()?.block_on(airlock_agent::daemon::run(config))?;
@@ -53,6 +71,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("this host can run airlock: root, BPF LSM active, kernel BTF present");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Hub(HubCommand::Serve(args)) => {
+            runtime()?.block_on(airlock_hub::serve(args, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approver(command) => {
+            Ok(runtime()?.block_on(airlock_hub::approver::run(cli.approver, command))?)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+        }
+        // Without handlers the default action (terminate) still applies.
+        _ => std::future::pending().await,
     }
 }
 
@@ -65,6 +105,7 @@ fn init_tracing(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
