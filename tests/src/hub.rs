@@ -16,6 +16,8 @@ use crate::{airlock_bin, free_port, wait_for, SLOW};
 pub struct Hub {
     pub url: String,
     child: Child,
+    /// The hub's log (kept out of the test output; read it when something fails).
+    pub log: tempfile::NamedTempFile,
 }
 
 impl Hub {
@@ -23,15 +25,17 @@ impl Hub {
     pub fn start(default_ttl: &str) -> Self {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().expect("hub log");
         let child = Command::new(airlock_bin())
             .args(["hub", "serve", "--dev-tokens", "--listen", &listen, "--default-ttl", default_ttl])
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log.reopen().expect("hub log"))
             .spawn()
             .expect("spawn hub");
         wait_for(SLOW, "the hub to listen", || std::net::TcpStream::connect(&listen).ok());
-        Self { url: format!("http://{listen}"), child }
+        Self { url: format!("http://{listen}"), child, log }
     }
 
     /// Runs the approver CLI (`airlock <args>`) as `principal` against this hub.

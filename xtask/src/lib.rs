@@ -3,7 +3,9 @@
 //! A library as well as a binary so the test and demo runners can call [`vm::run_in_guest`]
 //! and use the same [`paths`].
 
+pub mod demo;
 pub mod paths;
 pub mod setup;
+pub mod test;
 pub mod util;
 pub mod vm;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{setup, vm};
+use xtask::{demo, setup, test, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
@@ -21,6 +21,12 @@ enum Command {
     /// Boot Debian kernels under QEMU and run commands inside them.
     #[command(subcommand)]
     Vm(vm::cli::Command),
+    /// Run every test tier: unit, BPF LSM (natively or in QEMU on 6.1 and 6.12), and the
+    /// demo. Runs `setup` first.
+    Test(test::Options),
+    /// Run the demo: hub + agent + a scripted AI agent whose `aws s3 cp` waits for approval.
+    /// Runs `setup` first.
+    Demo(demo::Options),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(opts) => setup::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Vm(cmd) => vm::cli::run(cmd),
+        Command::Test(opts) => setup::run(&setup::Options::default()).and_then(|()| test::run(&opts)),
+        Command::Demo(opts) => demo::run(&opts).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

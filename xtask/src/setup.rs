@@ -34,7 +34,7 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// Options of `cargo xtask setup`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct Options {
     /// Skip downloading the test kernels.
     #[arg(long)]

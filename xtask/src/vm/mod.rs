@@ -126,6 +126,9 @@ pub struct GuestSpec {
     pub cpus: u32,
     /// Live output to the terminal.
     pub stream: Stream,
+    /// Extra kernel command-line arguments, e.g. `lsm=capability` to boot a kernel whose
+    /// LSM list lacks `bpf` (for the agent's refusal test).
+    pub kernel_args: Vec<String>,
 }
 
 impl GuestSpec {
@@ -145,6 +148,7 @@ impl GuestSpec {
             memory_mib: 2048,
             cpus: 2,
             stream: Stream::On { prefix: None },
+            kernel_args: Vec::new(),
         }
     }
 }

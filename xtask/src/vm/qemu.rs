@@ -312,6 +312,10 @@ fn qemu_args(
     if !spec.forwards.is_empty() {
         append.push_str(" airlock.net=1");
     }
+    for arg in &spec.kernel_args {
+        append.push(' ');
+        append.push_str(arg);
+    }
     let mut args: Vec<String> = [
         "-accel",
         "tcg,thread=multi",
