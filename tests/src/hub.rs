@@ -6,8 +6,8 @@ use std::{
 };
 
 use airlock_proto::v1::{
-    approver_service_client::ApproverServiceClient, ApprovalRequest, ListRequest, RequestState,
-    WatchEvent, WatchRequest, watch_event,
+    approver_service_client::ApproverServiceClient, watch_event, ApprovalRequest, DecideRequest,
+    GrantScope, ListRequest, RequestState, Verdict, WatchEvent, WatchRequest,
 };
 use tonic::{metadata::MetadataValue, Request};
 
@@ -131,6 +131,24 @@ impl Approver {
             Ok(None) => panic!("watch stream ended before the request appeared"),
             Err(_) => panic!("no matching request on the watch stream within {timeout:?}"),
         }
+    }
+
+    /// Casts a vote through the gRPC API (what the CLI does, without a process start).
+    pub async fn decide(&self, id: &str, allow: bool) -> ApprovalRequest {
+        let message = DecideRequest {
+            id: id.to_owned(),
+            verdict: if allow { Verdict::Allow } else { Verdict::Deny } as i32,
+            reason: if allow { String::new() } else { "denied by the test".to_owned() },
+            scope: GrantScope::Once as i32,
+            channel: "test".to_owned(),
+            ..Default::default()
+        };
+        self.client.clone().decide(self.request(message)).await.expect("decide").into_inner().request.expect("request")
+    }
+
+    /// A Watch stream from revision 0 (snapshot first).
+    pub async fn watch(&self) -> tonic::Streaming<WatchEvent> {
+        self.client.clone().watch(self.request(WatchRequest { since_revision: 0 })).await.expect("watch").into_inner()
     }
 
     /// Polls until request `id` is in a final state and returns it.

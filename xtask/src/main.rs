@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{demo, setup, test, vm};
+use xtask::{bench, demo, setup, test, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
@@ -27,6 +27,9 @@ enum Command {
     /// Run the demo: hub + agent + a scripted AI agent whose `aws s3 cp` waits for approval.
     /// Runs `setup` first.
     Demo(demo::Options),
+    /// Measure (latency, throughput, overhead ratios) and print the numbers.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Vm(cmd) => vm::cli::run(cmd),
         Command::Test(opts) => setup::run(&setup::Options::default()).and_then(|()| test::run(&opts)),
         Command::Demo(opts) => demo::run(&opts).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

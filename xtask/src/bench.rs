@@ -1,0 +1,54 @@
+//! `cargo xtask bench <what>`: measurements printed side by side, never asserted in tests.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    paths,
+    test::{build_airlock, host_has_bpf_lsm},
+    vm::{self, GuestSpec, Kernel},
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Hold latency over N holds: exec → request visible at the hub, approve → running.
+    /// Runs natively on a BPF LSM host, otherwise in QEMU (TCG slows everything ~25x).
+    Hold {
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        #[arg(long, default_value = "6.12")]
+        kernel: Kernel,
+    },
+}
+
+pub fn run(cmd: &Command) -> Result<()> {
+    match cmd {
+        Command::Hold { count, kernel } => hold(*count, *kernel),
+    }
+}
+
+fn hold(count: u32, kernel: Kernel) -> Result<()> {
+    build_airlock()?;
+    let mut build = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.current_dir(paths::workspace_root()).args(["build", "-p", "airlock-tests", "--bin", "hold-latency"]);
+    crate::util::run_status(&mut build).context("building hold-latency")?;
+    let bench = paths::target_dir().join("debug/hold-latency");
+    let args = [bench.display().to_string(), count.to_string()];
+    if host_has_bpf_lsm() {
+        let status = std::process::Command::new(&args[0]).arg(&args[1]).status().context("running hold-latency")?;
+        if !status.success() {
+            bail!("hold-latency failed ({status})");
+        }
+        return Ok(());
+    }
+    println!("bench hold: no BPF LSM on this host; measuring inside QEMU on Linux {}", kernel.label());
+    let mut spec = GuestSpec::new(kernel, args);
+    spec.cwd = paths::workspace_root();
+    spec.timeout = Duration::from_secs(3000);
+    let outcome = vm::run_in_guest(&spec)?;
+    if outcome.exit_code != 0 {
+        bail!("hold-latency exited with {} in the guest", outcome.exit_code);
+    }
+    Ok(())
+}
