@@ -37,6 +37,9 @@ enum Command {
     /// Run the approval hub.
     #[command(subcommand)]
     Hub(HubCommand),
+    /// Check, explain and test policy files.
+    #[command(subcommand)]
+    Policy(airlock_policy::cli::PolicyCommand),
     #[command(flatten)]
     Approver(ApproverCommand),
 }
@@ -75,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(airlock_hub::serve(args, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy(command) => Ok(airlock_policy::cli::run(command)?),
         Command::Approver(command) => {
             Ok(runtime()?.block_on(airlock_hub::approver::run(cli.approver, command))?)
         }
