@@ -686,8 +686,17 @@ impl Masker {
             Some(b':') if !b[p + 1..].starts_with(b"//") => p + 1,
             _ if flag && p > ne && p < b.len() && b[p] != b'-' => p,
             _ => {
-                // No separator: a high-entropy token right after the keyword.
-                let ts = p;
+                // No separator: a high-entropy token right after the keyword ("the api
+                // token is X").
+                let mut ts = p;
+                for filler in [&b"is "[..], b"was ", b"= ", b": "] {
+                    if b[ts..].starts_with(filler) {
+                        ts += filler.len();
+                        while ts < b.len() && b[ts] == b' ' {
+                            ts += 1;
+                        }
+                    }
+                }
                 let te = ts + b[ts..].iter().take(512).take_while(|c| b64(**c) || **c == b'_' || **c == b'-').count();
                 if p > ne && validate::random_token(&b[ts..te], 20) {
                     out.push(Cand { start: ts, end: te, kind: field.kind() });
