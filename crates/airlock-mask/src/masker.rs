@@ -826,7 +826,7 @@ impl Masker {
         let e = last + 1;
         if (13..=19).contains(&count) && end_ok(e) && !(e < b.len() && matches!(b[e], b' ' | b'-') && b.get(e + 1).is_some_and(u8::is_ascii_digit)) {
             let ds = std::str::from_utf8(&digits[..count]).ok()?;
-            if validate::card_brand_ok(ds) && validate::luhn(ds) {
+            if validate::card_brand_ok(ds) && validate::luhn(ds) && !labelled_as_id(b, i) {
                 return Some((e, Kind::CreditCard));
             }
         }
@@ -884,7 +884,13 @@ fn classify_name(n: &str) -> Option<Field> {
     ];
     let segments = || n.split(|c: char| c == '_' || c == '-' || c == '.').filter(|s| !s.is_empty());
     let last = segments().last()?;
-    if NOT_A_VALUE.contains(&last) {
+    let first = segments().next()?;
+    // Counters and limits (`max_tokens`, `tokens_used`) and references to a secret (its
+    // file, name, type, expiry) are not secrets.
+    if NOT_A_VALUE.contains(&last)
+        || matches!(first, "max" | "min" | "num" | "total")
+        || segments().any(|s| matches!(s, "tokens" | "keys" | "used" | "limit" | "remaining"))
+    {
         return None;
     }
     if n.contains("password") || n.contains("passwd") || n.contains("passphrase") {
@@ -1061,8 +1067,10 @@ fn url_at(b: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
         return;
     }
     let scheme = b[ss..s].to_ascii_lowercase();
+    // The authority ends at the first `/` or delimiter; `?` and `#` are not treated as ends
+    // because real-world passwords contain them unencoded (`postgres://u:Pa55?!@db`).
     let mut ae = e;
-    while ae < b.len() && !matches!(b[ae], b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`' | b'[') && !b[ae].is_ascii_whitespace() {
+    while ae < b.len() && !matches!(b[ae], b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`') && !b[ae].is_ascii_whitespace() {
         ae += 1;
     }
     let Some(at) = b[e..ae].iter().rposition(|c| *c == b'@').map(|p| e + p) else { return };
@@ -1094,7 +1102,8 @@ fn email_at(b: &[u8], at: usize, out: &mut Vec<Cand>) {
     }
     if s > 0 {
         let before = b[s - 1];
-        if before == b'/' || before == b'@' || (before == b':' && !b[..s].to_ascii_lowercase().ends_with(b"mailto:")) || word(before) {
+        let after_scheme = before == b'/' && s >= 2 && b[s - 2] == b'/';
+        if after_scheme || before == b'@' || (before == b':' && !b[..s].to_ascii_lowercase().ends_with(b"mailto:")) || word(before) {
             return;
         }
     }
@@ -1190,6 +1199,18 @@ fn aws_secret_near(b: &[u8], id_start: usize, id_end: usize, out: &mut Vec<Cand>
         }
         p = e;
     }
+}
+
+/// Whether the number at `i` is labelled as an order / invoice / reference number, which a
+/// Luhn-valid look-alike often is (one in ten random numbers passes Luhn).
+fn labelled_as_id(b: &[u8], i: usize) -> bool {
+    let before = b[i.saturating_sub(24)..i].to_ascii_lowercase();
+    let before = before.trim_ascii_end();
+    let before = before.strip_suffix(b"#").unwrap_or(before).trim_ascii_end();
+    let before = before.strip_suffix(b":").unwrap_or(before).trim_ascii_end();
+    [&b"order"[..], b"order id", b"order no", b"invoice", b"reference", b"ref", b"tracking", b"ticket", b"build", b"job"]
+        .iter()
+        .any(|w| before.ends_with(w))
 }
 
 fn iban_at(b: &[u8], i: usize) -> Option<usize> {
