@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -303,6 +303,9 @@ impl Masker {
         }
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            // A full DFA: the automaton is small (a few hundred states) and the DFA is the
+            // fastest overlapping searcher.
+            .kind(Some(AhoCorasickKind::DFA))
             .match_kind(MatchKind::Standard)
             .build(&patterns)?;
         let allow_regexes = if config.allow_regexes.is_empty() {
@@ -723,37 +726,45 @@ impl Masker {
         ne
     }
 
-    /// Numeric PII and IBANs, checked only at word starts.
+    /// Numeric PII and IBANs, checked only at word starts: one pass that skips whole words.
     fn numeric(&self, b: &[u8], out: &mut Vec<Cand>) {
         let n = b.len();
         let mut i = 0;
         while i < n {
             let c = b[i];
-            let starts = i == 0 || !word(b[i - 1]);
-            if !starts || !(c.is_ascii_digit() || c == b'+' || c == b'(' || c.is_ascii_uppercase()) {
+            if word(c) {
+                // `b[i]` starts a word (the previous word was skipped whole).
+                let mid_number = c.is_ascii_digit()
+                    && i > 1
+                    && matches!(b[i - 1], b'.' | b'-' | b'/' | b':')
+                    && b[i - 2].is_ascii_digit();
+                if c.is_ascii_uppercase() {
+                    if let Some(end) = iban_at(b, i) {
+                        out.push(Cand { start: i, end, kind: Kind::Iban });
+                        i = end;
+                        continue;
+                    }
+                } else if c.is_ascii_digit() && !mid_number {
+                    if let Some((end, kind)) = self.number_at(b, i) {
+                        out.push(Cand { start: i, end, kind });
+                        i = end;
+                        continue;
+                    }
+                }
                 i += 1;
-                continue;
-            }
-            if c.is_ascii_uppercase() {
-                if let Some(end) = iban_at(b, i) {
-                    out.push(Cand { start: i, end, kind: Kind::Iban });
-                    i = end;
-                } else {
+                while i < n && word(b[i]) {
                     i += 1;
                 }
                 continue;
             }
-            if i > 0 && c.is_ascii_digit() && matches!(b[i - 1], b'.' | b'-' | b'/' | b':') && i > 1 && b[i - 2].is_ascii_digit() {
-                // Middle of a dotted / dashed number (version, date, IP): not a start.
-                i += 1;
-                continue;
+            if c == b'+' || c == b'(' {
+                if let Some((end, kind)) = self.number_at(b, i) {
+                    out.push(Cand { start: i, end, kind });
+                    i = end;
+                    continue;
+                }
             }
-            if let Some((end, kind)) = self.number_at(b, i) {
-                out.push(Cand { start: i, end, kind });
-                i = end;
-            } else {
-                i += 1;
-            }
+            i += 1;
         }
     }
 
@@ -1019,18 +1030,23 @@ fn placeholder_at(b: &[u8], hash: usize) -> Option<(usize, usize)> {
 /// End of a value that runs to the end of the line (headers), or to a closing quote.
 fn line_value_end(b: &[u8], vs: usize) -> usize {
     let mut e = vs;
-    while e < b.len() && !matches!(b[e], b'\r' | b'\n' | b'"' | b'\'' | b'`') && !(b[e] == b'\\' && matches!(b.get(e + 1), Some(b'r' | b'n' | b'"'))) {
+    while e < b.len() && e - vs < MAX_VALUE && !matches!(b[e], b'\r' | b'\n' | b'"' | b'\'' | b'`') && !(b[e] == b'\\' && matches!(b.get(e + 1), Some(b'r' | b'n' | b'"'))) {
         e += 1;
     }
     trim_end(b, vs, e)
 }
+
+/// Longest field value considered (a longer run is not a credential field).
+const MAX_VALUE: usize = 4096;
+/// Longest PEM private key body searched for its END line.
+const MAX_PEM: usize = 16 * 1024;
 
 /// Span of a field value starting at `vs`: quoted (`"…"`, `'…'`, `\"…\"`) or bare.
 fn value_span(b: &[u8], vs: usize, json: bool) -> (usize, usize) {
     if b[vs..].starts_with(b"\\\"") {
         let s = vs + 2;
         let mut e = s;
-        while e < b.len() && !b[e..].starts_with(b"\\\"") && b[e] != b'\n' {
+        while e < b.len() && e - s < MAX_VALUE && !b[e..].starts_with(b"\\\"") && b[e] != b'\n' {
             e += 1;
         }
         return (s, e);
@@ -1039,7 +1055,7 @@ fn value_span(b: &[u8], vs: usize, json: bool) -> (usize, usize) {
         let q = b[vs];
         let s = vs + 1;
         let mut e = s;
-        while e < b.len() && b[e] != q && b[e] != b'\n' {
+        while e < b.len() && e - s < MAX_VALUE && b[e] != q && b[e] != b'\n' {
             if b[e] == b'\\' {
                 e += 1;
             }
@@ -1048,7 +1064,7 @@ fn value_span(b: &[u8], vs: usize, json: bool) -> (usize, usize) {
         return (s, e.min(b.len()));
     }
     let mut e = vs;
-    while e < b.len() {
+    while e < b.len() && e - vs < MAX_VALUE {
         let c = b[e];
         if c.is_ascii_whitespace() || matches!(c, b'&' | b';' | b'"' | b'\'' | b'`') || (json && matches!(c, b',' | b'}' | b']')) || (c == b'\\' && matches!(b.get(e + 1), Some(b'n' | b'r' | b't' | b'"'))) {
             break;
@@ -1070,7 +1086,7 @@ fn url_at(b: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     // The authority ends at the first `/` or delimiter; `?` and `#` are not treated as ends
     // because real-world passwords contain them unencoded (`postgres://u:Pa55?!@db`).
     let mut ae = e;
-    while ae < b.len() && !matches!(b[ae], b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`') && !b[ae].is_ascii_whitespace() {
+    while ae < b.len() && ae - e < MAX_VALUE && !matches!(b[ae], b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`') && !b[ae].is_ascii_whitespace() {
         ae += 1;
     }
     let Some(at) = b[e..ae].iter().rposition(|c| *c == b'@').map(|p| e + p) else { return };
@@ -1103,7 +1119,7 @@ fn email_at(b: &[u8], at: usize, out: &mut Vec<Cand>) {
     if s > 0 {
         let before = b[s - 1];
         let after_scheme = before == b'/' && s >= 2 && b[s - 2] == b'/';
-        if after_scheme || before == b'@' || (before == b':' && !b[..s].to_ascii_lowercase().ends_with(b"mailto:")) || word(before) {
+        if after_scheme || before == b'@' || (before == b':' && !b[s.saturating_sub(7)..s].eq_ignore_ascii_case(b"mailto:")) || word(before) {
             return;
         }
     }
@@ -1137,11 +1153,12 @@ fn email_at(b: &[u8], at: usize, out: &mut Vec<Cand>) {
 fn pem_at(text: &str, s: usize, out: &mut Vec<Cand>) {
     let b = text.as_bytes();
     let head_end = (s + 80).min(b.len());
-    let Some(label_end) = find(&b[s..head_end], b"PRIVATE KEY").map(|p| s + p + 11) else { return };
-    let end = match find(&b[label_end..], b"-----END") {
+    let Some(label_end) = memchr::memmem::find(&b[s..head_end], b"PRIVATE KEY").map(|p| s + p + 11) else { return };
+    let window = &b[label_end..(label_end + MAX_PEM).min(b.len())];
+    let end = match memchr::memmem::find(window, b"-----END") {
         Some(p) => {
             let after = label_end + p + 8;
-            find(&b[after..(after + 80).min(b.len())], b"-----").map_or(after, |q| after + q + 5)
+            memchr::memmem::find(&b[after..(after + 80).min(b.len())], b"-----").map_or(after, |q| after + q + 5)
         }
         None => {
             // Truncated payload head: mask the whole remaining key body.
@@ -1261,9 +1278,6 @@ fn ipv4_at(b: &[u8], i: usize) -> Option<usize> {
     Some(p)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
 
 fn floor_char(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
