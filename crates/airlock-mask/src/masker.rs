@@ -129,8 +129,24 @@ fn b64(b: u8) -> bool {
 fn path_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'/'
 }
+/// Byte classes for the numeric pass: 0 other, 1 word byte, 2 `+` / `(` (phone starts).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[i] = 1;
+        } else if c == b'+' || c == b'(' {
+            t[i] = 2;
+        }
+        i += 1;
+    }
+    t
+};
+
 fn word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    CLASS[usize::from(b)] == 1
 }
 fn name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
@@ -731,6 +747,11 @@ impl Masker {
         let n = b.len();
         let mut i = 0;
         while i < n {
+            // Skip bytes that can start nothing.
+            match b[i..].iter().position(|&c| CLASS[usize::from(c)] != 0) {
+                Some(p) => i += p,
+                None => break,
+            }
             let c = b[i];
             if word(c) {
                 // `b[i]` starts a word (the previous word was skipped whole).
@@ -752,9 +773,7 @@ impl Masker {
                     }
                 }
                 i += 1;
-                while i < n && word(b[i]) {
-                    i += 1;
-                }
+                i += b[i..].iter().position(|&c| CLASS[usize::from(c)] != 1).unwrap_or(n - i);
                 continue;
             }
             if c == b'+' || c == b'(' {
