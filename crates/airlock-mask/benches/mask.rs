@@ -3,8 +3,9 @@
 //!
 //! Run: `cargo bench -p airlock-mask --bench mask`
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 #[path = "../tests/support/corpus_gen.rs"]
-#[allow(dead_code, reason = "shared generator")]
 mod corpus_gen;
 
 use std::hint::black_box;
@@ -39,12 +40,20 @@ fn latency(m: &Masker, name: &str, f: impl Fn(&Masker)) {
 }
 
 fn main() {
-    let masker = Masker::new(&MaskConfig::default(), &HostKey::from_bytes(vec![5; 32]).unwrap()).unwrap();
+    let masker = Masker::new(
+        &MaskConfig::default(),
+        &HostKey::from_bytes(vec![5; 32]).unwrap(),
+    )
+    .unwrap();
     let corpus = corpus_gen::mixed_text(7, 10 * 1024 * 1024);
     let mb = corpus.len() as f64 / (1024.0 * 1024.0);
     let lines: Vec<&str> = corpus.lines().collect();
     let first = masker.mask_text(&corpus);
-    println!("corpus: {mb:.1} MiB, {} lines, {} findings when masked", lines.len(), first.findings.len());
+    println!(
+        "corpus: {mb:.1} MiB, {} lines, {} findings when masked",
+        lines.len(),
+        first.findings.len()
+    );
 
     let mut best = f64::MAX;
     for _ in 0..5 {
@@ -52,7 +61,10 @@ fn main() {
         black_box(masker.mask_text(black_box(&corpus)));
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("throughput, one 10 MiB call:              {:>7.1} MiB/s", mb / best);
+    println!(
+        "throughput, one 10 MiB call:              {:>7.1} MiB/s",
+        mb / best
+    );
 
     let mut best = f64::MAX;
     for _ in 0..5 {
@@ -62,7 +74,11 @@ fn main() {
         }
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("throughput, line by line (~{:>3} B/line):   {:>7.1} MiB/s", corpus.len() / lines.len(), mb / best);
+    println!(
+        "throughput, line by line (~{:>3} B/line):   {:>7.1} MiB/s",
+        corpus.len() / lines.len(),
+        mb / best
+    );
 
     // A typical 2 KB request: HTTP head with a bearer token and cookie + a JSON body head.
     let r = corpus_gen::Rng::new(11);
@@ -81,12 +97,30 @@ fn main() {
     }
     request.truncate(2048);
     let request = request.char_indices().map(|(_, c)| c).collect::<String>();
-    let argv: Vec<String> = ["PGPASSWORD=hunter2", "pg_dump", "-h", "db.internal", "-U", "app", "--format=custom", "postgres://app:pw@db/shop"]
-        .map(String::from)
-        .into();
-    let clean: String = lines.iter().filter(|l| l.contains("INFO http")).take(12).copied().collect::<Vec<_>>().join("\n");
+    let argv: Vec<String> = [
+        "PGPASSWORD=hunter2",
+        "pg_dump",
+        "-h",
+        "db.internal",
+        "-U",
+        "app",
+        "--format=custom",
+        "postgres://app:pw@db/shop",
+    ]
+    .map(String::from)
+    .into();
+    let clean: String = lines
+        .iter()
+        .filter(|l| l.contains("INFO http"))
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
     let clean = &clean[..clean.len().min(2048)];
-    println!("2 KB request has {} findings", masker.mask_http_head(&request).findings.len());
+    println!(
+        "2 KB request has {} findings",
+        masker.mask_http_head(&request).findings.len()
+    );
     latency(&masker, "mask_http_head, 2 KB request, secrets", |m| {
         black_box(m.mask_http_head(black_box(&request)));
     });

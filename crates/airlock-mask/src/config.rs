@@ -107,10 +107,17 @@ impl HostKey {
     /// # Errors
     /// [`ConfigError::HostKey`] if unreadable or too short.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |reason: String| ConfigError::HostKey { path: path.display().to_string(), reason };
+        let err = |reason: String| ConfigError::HostKey {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         if bytes.len() < Self::MIN_LEN {
-            return Err(err(format!("{} bytes, need at least {}", bytes.len(), Self::MIN_LEN)));
+            return Err(err(format!(
+                "{} bytes, need at least {}",
+                bytes.len(),
+                Self::MIN_LEN
+            )));
         }
         Ok(Self(bytes))
     }
@@ -120,7 +127,10 @@ impl HostKey {
     /// # Errors
     /// [`ConfigError::HostKey`] if the RNG fails or the file cannot be created.
     pub fn generate(path: &Path) -> Result<Self, ConfigError> {
-        let err = |reason: String| ConfigError::HostKey { path: path.display().to_string(), reason };
+        let err = |reason: String| ConfigError::HostKey {
+            path: path.display().to_string(),
+            reason,
+        };
         let mut key = vec![0u8; 32];
         getrandom::fill(&mut key).map_err(|e| err(e.to_string()))?;
         let mut file = OpenOptions::new()
@@ -129,7 +139,9 @@ impl HostKey {
             .mode(0o600)
             .open(path)
             .map_err(|e| err(e.to_string()))?;
-        file.write_all(&key).and_then(|()| file.sync_all()).map_err(|e| err(e.to_string()))?;
+        file.write_all(&key)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(e.to_string()))?;
         Ok(Self(key))
     }
 
@@ -139,6 +151,7 @@ impl HostKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 
@@ -162,7 +175,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("host.key");
         let k = HostKey::generate(&p).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(HostKey::load(&p).unwrap().bytes(), k.bytes());
         assert!(HostKey::generate(&p).is_err());
         assert!(HostKey::from_bytes(vec![1; 8]).is_err());

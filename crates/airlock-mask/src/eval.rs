@@ -129,13 +129,21 @@ impl EvalReport {
     /// Sum over all kinds.
     #[must_use]
     pub fn total(&self) -> Counts {
-        self.per_kind.values().fold(Counts::default(), |a, c| Counts { tp: a.tp + c.tp, fp: a.fp + c.fp, fn_: a.fn_ + c.fn_ })
+        self.per_kind
+            .values()
+            .fold(Counts::default(), |a, c| Counts {
+                tp: a.tp + c.tp,
+                fp: a.fp + c.fp,
+                fn_: a.fn_ + c.fn_,
+            })
     }
 
     /// Whether every kind meets both targets.
     #[must_use]
     pub fn meets(&self, recall: f64, precision: f64) -> bool {
-        self.per_kind.values().all(|c| c.recall() >= recall && c.precision() >= precision)
+        self.per_kind
+            .values()
+            .all(|c| c.recall() >= recall && c.precision() >= precision)
     }
 }
 
@@ -146,9 +154,22 @@ impl fmt::Display for EvalReport {
             "{} samples ({} pure negatives), {} expected secrets, {} leaked",
             self.samples, self.negative_samples, self.expected, self.leaked
         )?;
-        writeln!(f, "{:<18} {:>5} {:>5} {:>5} {:>8} {:>9}", "kind", "TP", "FP", "FN", "recall", "precision")?;
+        writeln!(
+            f,
+            "{:<18} {:>5} {:>5} {:>5} {:>8} {:>9}",
+            "kind", "TP", "FP", "FN", "recall", "precision"
+        )?;
         let row = |f: &mut fmt::Formatter<'_>, name: &str, c: &Counts| {
-            writeln!(f, "{:<18} {:>5} {:>5} {:>5} {:>8.3} {:>9.3}", name, c.tp, c.fp, c.fn_, c.recall(), c.precision())
+            writeln!(
+                f,
+                "{:<18} {:>5} {:>5} {:>5} {:>8.3} {:>9.3}",
+                name,
+                c.tp,
+                c.fp,
+                c.fn_,
+                c.recall(),
+                c.precision()
+            )
         };
         for (k, c) in &self.per_kind {
             row(f, k, c)?;
@@ -172,8 +193,10 @@ pub fn evaluate(corpus_path: &Path) -> Result<EvalReport, EvalError> {
 /// # Errors
 /// [`EvalError`] if the corpus cannot be read or parsed.
 pub fn evaluate_with(masker: &Masker, corpus_path: &Path) -> Result<EvalReport, EvalError> {
-    let text = std::fs::read_to_string(corpus_path)
-        .map_err(|source| EvalError::Io { path: corpus_path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(corpus_path).map_err(|source| EvalError::Io {
+        path: corpus_path.display().to_string(),
+        source,
+    })?;
     evaluate_str(masker, &text)
 }
 
@@ -188,41 +211,57 @@ pub fn evaluate_str(masker: &Masker, corpus: &str) -> Result<EvalReport, EvalErr
             continue;
         }
         let line_no = i + 1;
-        let sample: Sample = serde_json::from_str(line).map_err(|source| EvalError::Parse { line: line_no, source })?;
+        let sample: Sample = serde_json::from_str(line).map_err(|source| EvalError::Parse {
+            line: line_no,
+            source,
+        })?;
         // Fields: (arg index or None, field text); findings refer to these.
-        let (fields, findings): (Vec<(Option<usize>, String)>, Vec<Finding>) = match (sample.api.as_str(), sample.input) {
-            ("argv", Input::Argv(argv)) => {
-                let m = masker.mask_argv(&argv);
-                (argv.into_iter().enumerate().map(|(k, a)| (Some(k), a)).collect(), m.findings)
-            }
-            ("env", Input::Text(t)) => {
-                let Some((name, value)) = t.split_once('=') else {
-                    return Err(EvalError::Sample { line: line_no, reason: "env input needs NAME=value".into() });
-                };
-                let shift = name.len() + 1;
-                let mut m = masker.mask_env(name, value);
-                for f in &mut m.findings {
-                    f.start += shift;
-                    f.end += shift;
+        let (fields, findings): (Vec<(Option<usize>, String)>, Vec<Finding>) =
+            match (sample.api.as_str(), sample.input) {
+                ("argv", Input::Argv(argv)) => {
+                    let m = masker.mask_argv(&argv);
+                    (
+                        argv.into_iter()
+                            .enumerate()
+                            .map(|(k, a)| (Some(k), a))
+                            .collect(),
+                        m.findings,
+                    )
                 }
-                (vec![(None, t)], m.findings)
-            }
-            ("http_head", Input::Text(t)) => {
-                let m = masker.mask_http_head(&t);
-                (vec![(None, t)], m.findings)
-            }
-            ("url", Input::Text(t)) => {
-                let m = masker.mask_url(&t);
-                (vec![(None, t)], m.findings)
-            }
-            ("text", Input::Text(t)) => {
-                let m = masker.mask_text(&t);
-                (vec![(None, t)], m.findings)
-            }
-            (api, _) => {
-                return Err(EvalError::Sample { line: line_no, reason: format!("unknown api {api:?} or input shape") });
-            }
-        };
+                ("env", Input::Text(t)) => {
+                    let Some((name, value)) = t.split_once('=') else {
+                        return Err(EvalError::Sample {
+                            line: line_no,
+                            reason: "env input needs NAME=value".into(),
+                        });
+                    };
+                    let shift = name.len() + 1;
+                    let mut m = masker.mask_env(name, value);
+                    for f in &mut m.findings {
+                        f.start += shift;
+                        f.end += shift;
+                    }
+                    (vec![(None, t)], m.findings)
+                }
+                ("http_head", Input::Text(t)) => {
+                    let m = masker.mask_http_head(&t);
+                    (vec![(None, t)], m.findings)
+                }
+                ("url", Input::Text(t)) => {
+                    let m = masker.mask_url(&t);
+                    (vec![(None, t)], m.findings)
+                }
+                ("text", Input::Text(t)) => {
+                    let m = masker.mask_text(&t);
+                    (vec![(None, t)], m.findings)
+                }
+                (api, _) => {
+                    return Err(EvalError::Sample {
+                        line: line_no,
+                        reason: format!("unknown api {api:?} or input shape"),
+                    });
+                }
+            };
         report.samples += 1;
         if sample.secrets.is_empty() {
             report.negative_samples += 1;
@@ -257,13 +296,23 @@ pub fn evaluate_str(masker: &Masker, corpus: &str) -> Result<EvalReport, EvalErr
                 used[k] = true;
             } else {
                 counts.fn_ += 1;
-                report.errors.push(format!("line {line_no}: missed {kind} ({} covering findings)", covering.len()));
+                report.errors.push(format!(
+                    "line {line_no}: missed {kind} ({} covering findings)",
+                    covering.len()
+                ));
             }
         }
         for (f, used) in findings.iter().zip(used) {
             if !used {
-                report.per_kind.entry(f.kind.name().to_owned()).or_default().fp += 1;
-                report.errors.push(format!("line {line_no}: false positive {} at {}..{}", f.kind, f.start, f.end));
+                report
+                    .per_kind
+                    .entry(f.kind.name().to_owned())
+                    .or_default()
+                    .fp += 1;
+                report.errors.push(format!(
+                    "line {line_no}: false positive {} at {}..{}",
+                    f.kind, f.start, f.end
+                ));
             }
         }
     }
@@ -271,37 +320,84 @@ pub fn evaluate_str(masker: &Masker, corpus: &str) -> Result<EvalReport, EvalErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 
     fn masker() -> Masker {
-        Masker::new(&MaskConfig::default(), &HostKey::from_bytes(vec![3; 32]).unwrap()).unwrap()
+        Masker::new(
+            &MaskConfig::default(),
+            &HostKey::from_bytes(vec![3; 32]).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn counts_tp_fp_fn_and_leaks() {
         let corpus = concat!(
-            r#"{"api":"text","input":"PGPASSWORD=hunter2 x","secrets":[{"kind":"PASSWORD","value":"hunter2"}]}"#, "\n",
-            r#"{"api":"text","input":"mail bob@example.com","secrets":[{"kind":"PHONE","value":"bob@example.com"}]}"#, "\n",
-            r#"{"api":"text","input":"plain words only","secrets":[{"kind":"SECRET","value":"words"}]}"#, "\n",
-            r#"{"api":"argv","input":["mysql","-psecretpw"],"secrets":[{"kind":"PASSWORD","value":"secretpw"}]}"#, "\n",
-            r#"{"api":"env","input":"API_TOKEN=abc123xyz","secrets":[{"kind":"SECRET","value":"abc123xyz"}]}"#, "\n",
+            r#"{"api":"text","input":"PGPASSWORD=hunter2 x","secrets":[{"kind":"PASSWORD","value":"hunter2"}]}"#,
+            "\n",
+            r#"{"api":"text","input":"mail bob@example.com","secrets":[{"kind":"PHONE","value":"bob@example.com"}]}"#,
+            "\n",
+            r#"{"api":"text","input":"plain words only","secrets":[{"kind":"SECRET","value":"words"}]}"#,
+            "\n",
+            r#"{"api":"argv","input":["mysql","-psecretpw"],"secrets":[{"kind":"PASSWORD","value":"secretpw"}]}"#,
+            "\n",
+            r#"{"api":"env","input":"API_TOKEN=abc123xyz","secrets":[{"kind":"SECRET","value":"abc123xyz"}]}"#,
+            "\n",
         );
         let r = evaluate_str(&masker(), corpus).unwrap();
         assert_eq!(r.samples, 5);
-        assert_eq!(r.per_kind["PASSWORD"], Counts { tp: 2, fp: 0, fn_: 0 });
-        assert_eq!(r.per_kind["PHONE"], Counts { tp: 0, fp: 0, fn_: 1 });
-        assert_eq!(r.per_kind["EMAIL"], Counts { tp: 0, fp: 1, fn_: 0 });
-        assert_eq!(r.per_kind["SECRET"], Counts { tp: 1, fp: 0, fn_: 1 });
+        assert_eq!(
+            r.per_kind["PASSWORD"],
+            Counts {
+                tp: 2,
+                fp: 0,
+                fn_: 0
+            }
+        );
+        assert_eq!(
+            r.per_kind["PHONE"],
+            Counts {
+                tp: 0,
+                fp: 0,
+                fn_: 1
+            }
+        );
+        assert_eq!(
+            r.per_kind["EMAIL"],
+            Counts {
+                tp: 0,
+                fp: 1,
+                fn_: 0
+            }
+        );
+        assert_eq!(
+            r.per_kind["SECRET"],
+            Counts {
+                tp: 1,
+                fp: 0,
+                fn_: 1
+            }
+        );
         assert_eq!(r.leaked, 1, "only 'words' is not covered at all");
         assert!(!r.meets(0.95, 0.95));
         let table = r.to_string();
-        assert!(table.contains("PASSWORD") && table.contains("TOTAL"), "{table}");
+        assert!(
+            table.contains("PASSWORD") && table.contains("TOTAL"),
+            "{table}"
+        );
     }
 
     #[test]
     fn bad_lines_are_errors() {
-        assert!(matches!(evaluate_str(&masker(), "{not json"), Err(EvalError::Parse { line: 1, .. })));
-        assert!(matches!(evaluate_str(&masker(), r#"{"api":"argv","input":"x"}"#), Err(EvalError::Sample { .. })));
+        assert!(matches!(
+            evaluate_str(&masker(), "{not json"),
+            Err(EvalError::Parse { line: 1, .. })
+        ));
+        assert!(matches!(
+            evaluate_str(&masker(), r#"{"api":"argv","input":"x"}"#),
+            Err(EvalError::Sample { .. })
+        ));
     }
 }

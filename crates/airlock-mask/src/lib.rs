@@ -26,4 +26,6 @@ pub mod validate;
 pub use config::{ConfigError, ExtraDetector, HostKey, MaskConfig};
 pub use kind::Kind;
 pub use masker::{Finding, Masked, MaskedArgv, Masker};
-pub use seal::{AuditorKeyPair, AuditorPrivateKey, AuditorPublicKey, SealError, SealedBlob, seal, unseal};
+pub use seal::{
+    AuditorKeyPair, AuditorPrivateKey, AuditorPublicKey, SealError, SealedBlob, seal, unseal,
+};

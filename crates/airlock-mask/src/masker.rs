@@ -170,7 +170,9 @@ fn token_rules() -> Vec<TokenRule> {
         check: None,
     };
     let mut rules = Vec::new();
-    for p in ["AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"] {
+    for p in [
+        "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA",
+    ] {
         rules.push(rule(p, Kind::AwsAccessKeyId, aws_id as Charset, 16, 16));
     }
     for p in ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"] {
@@ -184,13 +186,22 @@ fn token_rules() -> Vec<TokenRule> {
     rules.push(TokenRule {
         mask_prefix: false,
         boundary: false,
-        ..rule("hooks.slack.com/services/", Kind::SlackToken, path_token, 20, 100)
+        ..rule(
+            "hooks.slack.com/services/",
+            Kind::SlackToken,
+            path_token,
+            20,
+            100,
+        )
     });
     for p in ["sk_live_", "rk_live_", "sk_test_", "rk_test_", "whsec_"] {
         rules.push(rule(p, Kind::StripeKey, alnum, 16, 128));
     }
     rules.push(rule("sk-ant-", Kind::AnthropicKey, alnum_us_dash, 32, 200));
-    rules.push(TokenRule { check: Some(not_ant), ..rule("sk-", Kind::OpenaiKey, alnum_us_dash, 32, 200) });
+    rules.push(TokenRule {
+        check: Some(not_ant),
+        ..rule("sk-", Kind::OpenaiKey, alnum_us_dash, 32, 200)
+    });
     rules.push(rule("AIza", Kind::GcpApiKey, alnum_us_dash, 35, 35));
     rules.push(rule("npm_", Kind::NpmToken, alnum, 36, 36));
     for p in ["AccountKey=", "SharedAccessKey="] {
@@ -205,8 +216,17 @@ fn token_rules() -> Vec<TokenRule> {
 }
 
 /// Keywords that start a field-name check (see `classify`).
-const KEYWORDS: &[&str] =
-    &["pass", "pwd", "secret", "token", "key", "credential", "auth", "cookie", "sig"];
+const KEYWORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "cookie",
+    "sig",
+];
 
 #[derive(Clone, Copy, Debug)]
 enum Anchor {
@@ -244,19 +264,25 @@ pub struct Masker {
 
 impl std::fmt::Debug for Masker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masker").field("anchors", &self.anchors.len()).finish_non_exhaustive()
+        f.debug_struct("Masker")
+            .field("anchors", &self.anchors.len())
+            .finish_non_exhaustive()
     }
 }
 
 fn compile(pattern: &str) -> Result<regex::Regex, ConfigError> {
-    regex::Regex::new(pattern)
-        .map_err(|e| ConfigError::Regex { pattern: pattern.to_owned(), source: Box::new(e) })
+    regex::Regex::new(pattern).map_err(|e| ConfigError::Regex {
+        pattern: pattern.to_owned(),
+        source: Box::new(e),
+    })
 }
 
 fn valid_kind_name(name: &str) -> bool {
     (1..=40).contains(&name.len())
         && name.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Masker {
@@ -292,13 +318,26 @@ impl Masker {
             patterns.push(r.prefix.to_owned());
             anchors.push(Anchor::Token(i));
         }
-        let secret_fields: HashSet<String> =
-            config.secret_fields.iter().map(|s| s.to_ascii_lowercase()).collect();
-        for k in KEYWORDS.iter().map(|s| (*s).to_owned()).chain(secret_fields.iter().cloned()) {
+        let secret_fields: HashSet<String> = config
+            .secret_fields
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        for k in KEYWORDS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(secret_fields.iter().cloned())
+        {
             patterns.push(k);
             anchors.push(Anchor::Keyword);
         }
-        for (p, a) in [("://", Anchor::Url), ("@", Anchor::At), ("-----BEGIN", Anchor::Pem), ("eyJ", Anchor::Jwt), ("#", Anchor::Placeholder)] {
+        for (p, a) in [
+            ("://", Anchor::Url),
+            ("@", Anchor::At),
+            ("-----BEGIN", Anchor::Pem),
+            ("eyJ", Anchor::Jwt),
+            ("#", Anchor::Placeholder),
+        ] {
             patterns.push(p.to_owned());
             anchors.push(a);
         }
@@ -330,15 +369,18 @@ impl Masker {
             for p in &config.allow_regexes {
                 compile(p)?;
             }
-            Some(regex::RegexSet::new(&config.allow_regexes).map_err(|e| ConfigError::Regex {
-                pattern: config.allow_regexes.join(" | "),
-                source: Box::new(e),
-            })?)
+            Some(
+                regex::RegexSet::new(&config.allow_regexes).map_err(|e| ConfigError::Regex {
+                    pattern: config.allow_regexes.join(" | "),
+                    source: Box::new(e),
+                })?,
+            )
         };
-        let hmac = <Hmac<Sha256>>::new_from_slice(key.bytes()).map_err(|e| ConfigError::HostKey {
-            path: "<bytes>".into(),
-            reason: e.to_string(),
-        })?;
+        let hmac =
+            <Hmac<Sha256>>::new_from_slice(key.bytes()).map_err(|e| ConfigError::HostKey {
+                path: "<bytes>".into(),
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             ac,
             anchors,
@@ -353,7 +395,11 @@ impl Masker {
                 .map(|s| s.trim_start_matches('-').to_ascii_lowercase())
                 .collect(),
             secret_fields,
-            disabled: config.disabled_kinds.iter().map(|n| Kind::from_name(n)).collect(),
+            disabled: config
+                .disabled_kinds
+                .iter()
+                .map(|n| Kind::from_name(n))
+                .collect(),
             mask_ip: config.mask_ip_addresses,
         })
     }
@@ -403,17 +449,27 @@ impl Masker {
             if i == 0 {
                 continue;
             }
-            let Some(colon) = line.find(':') else { continue };
+            let Some(colon) = line.find(':') else {
+                continue;
+            };
             let name = line[..colon].trim();
             if name.is_empty() || !name.bytes().all(name_byte) {
                 continue;
             }
-            let Some(field) = self.classify(name.as_bytes()) else { continue };
+            let Some(field) = self.classify(name.as_bytes()) else {
+                continue;
+            };
             let vstart = start + colon + 1;
             let value = head[vstart..offset].trim_end_matches(['\r', '\n']);
             let lead = value.len() - value.trim_start().len();
             let value = value.trim();
-            self.field_value_spans(&mut explicit, head.as_bytes(), vstart + lead, vstart + lead + value.len(), field);
+            self.field_value_spans(
+                &mut explicit,
+                head.as_bytes(),
+                vstart + lead,
+                vstart + lead + value.len(),
+                field,
+            );
         }
         let cands = self.scan(head, explicit);
         self.render(head, cands, None)
@@ -438,7 +494,9 @@ impl Masker {
                 continue;
             }
             let base = a.rsplit('/').next().unwrap_or(a);
-            if matches!(base, "env" | "sudo" | "doas" | "nohup" | "exec" | "time") && tool.is_empty() {
+            if matches!(base, "env" | "sudo" | "doas" | "nohup" | "exec" | "time")
+                && tool.is_empty()
+            {
                 i += 1;
                 continue;
             }
@@ -447,42 +505,77 @@ impl Masker {
         }
         let mysql = matches!(
             tool,
-            "mysql" | "mysqldump" | "mysqladmin" | "mysqlimport" | "mysqlshow" | "mysqlcheck"
-                | "mysqlpump" | "mariadb" | "mariadb-dump" | "mariadb-admin"
+            "mysql"
+                | "mysqldump"
+                | "mysqladmin"
+                | "mysqlimport"
+                | "mysqlshow"
+                | "mysqlcheck"
+                | "mysqlpump"
+                | "mariadb"
+                | "mariadb-dump"
+                | "mariadb-admin"
         );
         let mut k = i + 1;
         while k < argv.len() {
             let a = argv[k].as_str();
-            let next_is_value = argv.get(k + 1).is_some_and(|n| !n.starts_with('-') || n.len() == 1);
+            let next_is_value = argv
+                .get(k + 1)
+                .is_some_and(|n| !n.starts_with('-') || n.len() == 1);
             let short = |flag: &str| a == flag || (a.starts_with(flag) && a.len() > flag.len());
             // Tool-specific short flags: attached (`-pX`) or separate (`-p X`).
             let tool_flag: Option<(&str, Kind, bool)> = match tool {
-                _ if mysql && a.starts_with("-p") && !a.starts_with("--") => Some(("-p", Kind::Password, false)),
+                _ if mysql && a.starts_with("-p") && !a.starts_with("--") => {
+                    Some(("-p", Kind::Password, false))
+                }
                 "sshpass" if short("-p") => Some(("-p", Kind::Password, true)),
                 "redis-cli" if short("-a") => Some(("-a", Kind::Password, true)),
-                "docker" | "podman" | "helm" | "nerdctl" if a == "-p" => Some(("-p", Kind::Password, true)),
-                "openssl" if a == "-k" || a == "-K" || a == "-pass" || a == "-passin" || a == "-passout" => {
+                "docker" | "podman" | "helm" | "nerdctl" if a == "-p" => {
+                    Some(("-p", Kind::Password, true))
+                }
+                "openssl"
+                    if a == "-k"
+                        || a == "-K"
+                        || a == "-pass"
+                        || a == "-passin"
+                        || a == "-passout" =>
+                {
                     Some((a, Kind::Password, true))
                 }
                 _ => None,
             };
             if let Some((flag, kind, separate)) = tool_flag {
                 if a.len() > flag.len() {
-                    explicit[k].push(Cand { start: flag.len(), end: a.len(), kind });
+                    explicit[k].push(Cand {
+                        start: flag.len(),
+                        end: a.len(),
+                        kind,
+                    });
                 } else if separate && next_is_value {
                     let v = &argv[k + 1];
-                    explicit[k + 1].push(Cand { start: 0, end: v.len(), kind });
+                    explicit[k + 1].push(Cand {
+                        start: 0,
+                        end: v.len(),
+                        kind,
+                    });
                     k += 1;
                 }
                 k += 1;
                 continue;
             }
-            if tool == "curl" && matches!(a, "-u" | "--user" | "-U" | "--proxy-user") && next_is_value {
+            if tool == "curl"
+                && matches!(a, "-u" | "--user" | "-U" | "--proxy-user")
+                && next_is_value
+            {
                 let v = &argv[k + 1];
-                if let Some(colon) = v.find(':') {
-                    if colon + 1 < v.len() {
-                        explicit[k + 1].push(Cand { start: colon + 1, end: v.len(), kind: Kind::Password });
-                    }
+                if let Some(colon) = v.find(':')
+                    && colon + 1 < v.len()
+                {
+                    explicit[k + 1].push(Cand {
+                        start: colon + 1,
+                        end: v.len(),
+                        kind: Kind::Password,
+                    });
                 }
                 k += 2;
                 continue;
@@ -492,17 +585,20 @@ impl Masker {
                     if let Some(field) = self.classify(&a.as_bytes()[..eq]) {
                         push_whole_value(&mut explicit[k], &a[eq + 1..], eq + 1, field);
                     }
-                } else if let Some(field) = self.classify(a.as_bytes()) {
-                    if next_is_value {
-                        let v = &argv[k + 1];
-                        push_whole_value(&mut explicit[k + 1], v, 0, field);
-                        k += 1;
-                    }
+                } else if let Some(field) = self.classify(a.as_bytes())
+                    && next_is_value
+                {
+                    let v = &argv[k + 1];
+                    push_whole_value(&mut explicit[k + 1], v, 0, field);
+                    k += 1;
                 }
             }
             k += 1;
         }
-        let mut out = MaskedArgv { argv: Vec::with_capacity(argv.len()), findings: Vec::new() };
+        let mut out = MaskedArgv {
+            argv: Vec::with_capacity(argv.len()),
+            findings: Vec::new(),
+        };
         for (idx, (arg, exp)) in argv.iter().zip(explicit).enumerate() {
             let cands = self.scan(arg, exp);
             let m = self.render(arg, cands, Some(idx));
@@ -544,7 +640,10 @@ impl Masker {
             Field::Auth => {
                 let v = &b[vs..ve];
                 let scheme = v.iter().position(|c| *c == b' ').filter(|&p| {
-                    p > 0 && v[..p].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                    p > 0
+                        && v[..p]
+                            .iter()
+                            .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
                 });
                 let s = scheme.map_or(vs, |p| {
                     let mut s = vs + p;
@@ -554,13 +653,20 @@ impl Masker {
                     s
                 });
                 if s < ve && !is_placeholder(&b[s..ve]) {
-                    out.push(Cand { start: s, end: ve, kind: Kind::AuthHeader });
+                    out.push(Cand {
+                        start: s,
+                        end: ve,
+                        kind: Kind::AuthHeader,
+                    });
                 }
             }
             Field::Cookie => {
                 let mut p = vs;
                 while p < ve {
-                    let seg_end = b[p..ve].iter().position(|c| *c == b';').map_or(ve, |q| p + q);
+                    let seg_end = b[p..ve]
+                        .iter()
+                        .position(|c| *c == b';')
+                        .map_or(ve, |q| p + q);
                     if let Some(eq) = b[p..seg_end].iter().position(|c| *c == b'=') {
                         let s = p + eq + 1;
                         let attr = trim_ascii(&b[p..p + eq]).to_ascii_lowercase();
@@ -571,7 +677,11 @@ impl Masker {
                         );
                         let e = trim_end(b, s, seg_end);
                         if !is_attr && s < e && !is_placeholder(&b[s..e]) {
-                            out.push(Cand { start: s, end: e, kind: Kind::Cookie });
+                            out.push(Cand {
+                                start: s,
+                                end: e,
+                                kind: Kind::Cookie,
+                            });
                         }
                     }
                     p = seg_end + 1;
@@ -579,7 +689,11 @@ impl Masker {
             }
             Field::Password | Field::Secret | Field::AwsSecret => {
                 if accept_value(&b[vs..ve]) {
-                    out.push(Cand { start: vs, end: ve, kind: field.kind() });
+                    out.push(Cand {
+                        start: vs,
+                        end: ve,
+                        kind: field.kind(),
+                    });
                 }
             }
         }
@@ -629,10 +743,14 @@ impl Masker {
                 continue;
             }
             for caps in c.regex.captures_iter(text) {
-                if let Some(m) = caps.get(1).or_else(|| caps.get(0)) {
-                    if !m.is_empty() {
-                        cands.push(Cand { start: m.start(), end: m.end(), kind: c.kind.clone() });
-                    }
+                if let Some(m) = caps.get(1).or_else(|| caps.get(0))
+                    && !m.is_empty()
+                {
+                    cands.push(Cand {
+                        start: m.start(),
+                        end: m.end(),
+                        kind: c.kind.clone(),
+                    });
                 }
             }
         }
@@ -645,7 +763,11 @@ impl Masker {
     }
 
     fn allowed(&self, value: &str) -> bool {
-        self.allow_literals.contains(value) || self.allow_regexes.as_ref().is_some_and(|s| s.is_match(value))
+        self.allow_literals.contains(value)
+            || self
+                .allow_regexes
+                .as_ref()
+                .is_some_and(|s| s.is_match(value))
     }
 
     fn token_at(&self, b: &[u8], s: usize, e: usize, i: usize, out: &mut Vec<Cand>) {
@@ -656,7 +778,11 @@ impl Masker {
         if r.boundary && s > 0 && (word(b[s - 1]) || b[s - 1] == b'-') {
             return;
         }
-        let run = b[e..].iter().take(r.max + 1).take_while(|c| (r.charset)(**c)).count();
+        let run = b[e..]
+            .iter()
+            .take(r.max + 1)
+            .take_while(|c| (r.charset)(**c))
+            .count();
         if run < r.min || run > r.max {
             return;
         }
@@ -668,7 +794,11 @@ impl Masker {
             return;
         }
         let start = if r.mask_prefix { s } else { e };
-        out.push(Cand { start, end, kind: r.kind.clone() });
+        out.push(Cand {
+            start,
+            end,
+            kind: r.kind.clone(),
+        });
         if r.kind == Kind::AwsAccessKeyId {
             aws_secret_near(b, s, end, out);
         }
@@ -684,7 +814,9 @@ impl Masker {
         while ne < b.len() && name_byte(b[ne]) && ne - e < 64 {
             ne += 1;
         }
-        let Some(field) = self.classify(&b[ns..ne]) else { return ne };
+        let Some(field) = self.classify(&b[ns..ne]) else {
+            return ne;
+        };
         // JSON / quoted keys: `"password": "x"`, `\"password\": \"x\"`.
         let mut p = ne;
         for q in [&b"\\\""[..], b"\"", b"'"] {
@@ -716,9 +848,18 @@ impl Masker {
                         }
                     }
                 }
-                let te = ts + b[ts..].iter().take(512).take_while(|c| b64(**c) || **c == b'_' || **c == b'-').count();
+                let te = ts
+                    + b[ts..]
+                        .iter()
+                        .take(512)
+                        .take_while(|c| b64(**c) || **c == b'_' || **c == b'-')
+                        .count();
                 if p > ne && validate::random_token(&b[ts..te], 20) {
-                    out.push(Cand { start: ts, end: te, kind: field.kind() });
+                    out.push(Cand {
+                        start: ts,
+                        end: te,
+                        kind: field.kind(),
+                    });
                 }
                 return ne;
             }
@@ -737,7 +878,11 @@ impl Masker {
         }
         let (vs, ve) = value_span(b, vs, json_key);
         if accept_value(&b[vs..ve]) {
-            out.push(Cand { start: vs, end: ve, kind: field.kind() });
+            out.push(Cand {
+                start: vs,
+                end: ve,
+                kind: field.kind(),
+            });
         }
         ne
     }
@@ -761,35 +906,61 @@ impl Masker {
                     && b[i - 2].is_ascii_digit();
                 if c.is_ascii_uppercase() {
                     if let Some(end) = iban_at(b, i) {
-                        out.push(Cand { start: i, end, kind: Kind::Iban });
+                        out.push(Cand {
+                            start: i,
+                            end,
+                            kind: Kind::Iban,
+                        });
                         i = end;
                         continue;
                     }
-                } else if c.is_ascii_digit() && !mid_number {
-                    if let Some((end, kind)) = self.number_at(b, i) {
-                        out.push(Cand { start: i, end, kind });
-                        i = end;
-                        continue;
-                    }
-                }
-                i += 1;
-                i += b[i..].iter().position(|&c| CLASS[usize::from(c)] != 1).unwrap_or(n - i);
-                continue;
-            }
-            if c == b'+' || c == b'(' {
-                if let Some((end, kind)) = self.number_at(b, i) {
-                    out.push(Cand { start: i, end, kind });
+                } else if c.is_ascii_digit()
+                    && !mid_number
+                    && let Some((end, kind)) = self.number_at(b, i)
+                {
+                    out.push(Cand {
+                        start: i,
+                        end,
+                        kind,
+                    });
                     i = end;
                     continue;
                 }
+                i += 1;
+                i += b[i..]
+                    .iter()
+                    .position(|&c| CLASS[usize::from(c)] != 1)
+                    .unwrap_or(n - i);
+                continue;
+            }
+            if (c == b'+' || c == b'(')
+                && let Some((end, kind)) = self.number_at(b, i)
+            {
+                out.push(Cand {
+                    start: i,
+                    end,
+                    kind,
+                });
+                i = end;
+                continue;
             }
             i += 1;
         }
     }
 
     fn number_at(&self, b: &[u8], i: usize) -> Option<(usize, Kind)> {
-        let end_ok = |e: usize| e >= b.len() || !(word(b[e]) || (matches!(b[e], b'.' | b'-') && b.get(e + 1).is_some_and(u8::is_ascii_digit)));
-        let digits_at = |p: usize| b[p.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let end_ok = |e: usize| {
+            e >= b.len()
+                || !(word(b[e])
+                    || (matches!(b[e], b'.' | b'-')
+                        && b.get(e + 1).is_some_and(u8::is_ascii_digit)))
+        };
+        let digits_at = |p: usize| {
+            b[p.min(b.len())..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count()
+        };
         let c = b[i];
         if c == b'+' {
             // E.164: + then 8..=15 digits with single separators.
@@ -800,14 +971,19 @@ impl Masker {
                 if b[p].is_ascii_digit() {
                     count += 1;
                     last_digit = p;
-                } else if !(matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')') && b.get(p + 1).is_some_and(|x| x.is_ascii_digit() || *x == b'(')) {
+                } else if !(matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')')
+                    && b.get(p + 1)
+                        .is_some_and(|x| x.is_ascii_digit() || *x == b'('))
+                {
                     break;
                 }
                 p += 1;
             }
             let e = last_digit + 1;
-            return (b.get(i + 1).is_some_and(|x| (b'1'..=b'9').contains(x)) && (8..=15).contains(&count) && end_ok(e))
-                .then_some((e, Kind::Phone));
+            return (b.get(i + 1).is_some_and(|x| (b'1'..=b'9').contains(x))
+                && (8..=15).contains(&count)
+                && end_ok(e))
+            .then_some((e, Kind::Phone));
         }
         if c == b'(' {
             // (ddd) ddd-dddd
@@ -821,14 +997,25 @@ impl Masker {
         }
         let d0 = digits_at(i);
         // SSN ddd-dd-dddd
-        if d0 == 3 && b.get(i + 3) == Some(&b'-') && digits_at(i + 4) == 2 && b.get(i + 6) == Some(&b'-') && digits_at(i + 7) == 4 {
+        if d0 == 3
+            && b.get(i + 3) == Some(&b'-')
+            && digits_at(i + 4) == 2
+            && b.get(i + 6) == Some(&b'-')
+            && digits_at(i + 7) == 4
+        {
             let e = i + 11;
             if end_ok(e) && validate::ssn(std::str::from_utf8(&b[i..e]).ok()?) {
                 return Some((e, Kind::UsSsn));
             }
         }
         // Phone ddd-ddd-dddd / ddd.ddd.dddd, NANP area code.
-        if d0 == 3 && matches!(b.get(i + 3), Some(b'-' | b'.')) && digits_at(i + 4) == 3 && b.get(i + 7) == b.get(i + 3) && digits_at(i + 8) == 4 && (b'2'..=b'9').contains(&c) {
+        if d0 == 3
+            && matches!(b.get(i + 3), Some(b'-' | b'.'))
+            && digits_at(i + 4) == 3
+            && b.get(i + 7) == b.get(i + 3)
+            && digits_at(i + 8) == 4
+            && (b'2'..=b'9').contains(&c)
+        {
             let e = i + 12;
             if end_ok(e) {
                 return Some((e, Kind::Phone));
@@ -846,7 +1033,11 @@ impl Masker {
                 digits[count] = x;
                 count += 1;
                 last = p;
-            } else if (x == b' ' || x == b'-') && sep.is_none_or(|s| s == x) && b.get(p + 1).is_some_and(u8::is_ascii_digit) && p > i {
+            } else if (x == b' ' || x == b'-')
+                && sep.is_none_or(|s| s == x)
+                && b.get(p + 1).is_some_and(u8::is_ascii_digit)
+                && p > i
+            {
                 sep = Some(x);
             } else {
                 break;
@@ -854,18 +1045,22 @@ impl Masker {
             p += 1;
         }
         let e = last + 1;
-        if (13..=19).contains(&count) && end_ok(e) && !(e < b.len() && matches!(b[e], b' ' | b'-') && b.get(e + 1).is_some_and(u8::is_ascii_digit)) {
+        if (13..=19).contains(&count)
+            && end_ok(e)
+            && !(e < b.len()
+                && matches!(b[e], b' ' | b'-')
+                && b.get(e + 1).is_some_and(u8::is_ascii_digit))
+        {
             let ds = std::str::from_utf8(&digits[..count]).ok()?;
             if validate::card_brand_ok(ds) && validate::luhn(ds) && !labelled_as_id(b, i) {
                 return Some((e, Kind::CreditCard));
             }
         }
-        if self.mask_ip {
-            if let Some(e) = ipv4_at(b, i) {
-                if end_ok(e) {
-                    return Some((e, Kind::IpAddress));
-                }
-            }
+        if self.mask_ip
+            && let Some(e) = ipv4_at(b, i)
+            && end_ok(e)
+        {
+            return Some((e, Kind::IpAddress));
         }
         None
     }
@@ -873,7 +1068,10 @@ impl Masker {
     /// Turns merged candidates into the masked text and findings.
     fn render(&self, text: &str, cands: Vec<Cand>, arg: Option<usize>) -> Masked {
         if cands.is_empty() {
-            return Masked { text: text.to_owned(), findings: Vec::new() };
+            return Masked {
+                text: text.to_owned(),
+                findings: Vec::new(),
+            };
         }
         let mut out = String::with_capacity(text.len());
         let mut findings = Vec::with_capacity(cands.len());
@@ -885,13 +1083,22 @@ impl Masker {
             }
             out.push_str(&text[pos..s]);
             let fp = self.fingerprint(&text.as_bytes()[s..e]);
-            let f = Finding { kind: c.kind, fingerprint: fp, arg, start: s, end: e };
+            let f = Finding {
+                kind: c.kind,
+                fingerprint: fp,
+                arg,
+                start: s,
+                end: e,
+            };
             out.push_str(&f.placeholder());
             findings.push(f);
             pos = e;
         }
         out.push_str(&text[pos..]);
-        Masked { text: out, findings }
+        Masked {
+            text: out,
+            findings,
+        }
     }
 }
 
@@ -904,16 +1111,66 @@ fn classify_name(n: &str) -> Option<Field> {
         return Some(Field::Cookie);
     }
     const NOT_A_VALUE: &[&str] = &[
-        "file", "path", "dir", "url", "uri", "endpoint", "env", "stdin", "type", "id", "name",
-        "length", "len", "size", "ttl", "expiry", "expires", "timeout", "count", "header",
-        "policy", "algorithm", "alg", "version", "prompt", "required", "rotation", "md5",
-        "tokens", "mode", "format", "store", "manager", "helper", "command", "cmd", "hint",
-        "source", "location", "ref", "arn", "region", "field", "param", "label", "enabled",
-        "provider", "kind", "method", "scheme", "class", "server", "host", "port", "user",
-        "username", "keys",
+        "file",
+        "path",
+        "dir",
+        "url",
+        "uri",
+        "endpoint",
+        "env",
+        "stdin",
+        "type",
+        "id",
+        "name",
+        "length",
+        "len",
+        "size",
+        "ttl",
+        "expiry",
+        "expires",
+        "timeout",
+        "count",
+        "header",
+        "policy",
+        "algorithm",
+        "alg",
+        "version",
+        "prompt",
+        "required",
+        "rotation",
+        "md5",
+        "tokens",
+        "mode",
+        "format",
+        "store",
+        "manager",
+        "helper",
+        "command",
+        "cmd",
+        "hint",
+        "source",
+        "location",
+        "ref",
+        "arn",
+        "region",
+        "field",
+        "param",
+        "label",
+        "enabled",
+        "provider",
+        "kind",
+        "method",
+        "scheme",
+        "class",
+        "server",
+        "host",
+        "port",
+        "user",
+        "username",
+        "keys",
     ];
-    let segments = || n.split(|c: char| c == '_' || c == '-' || c == '.').filter(|s| !s.is_empty());
-    let last = segments().last()?;
+    let segments = || n.split(['_', '-', '.']).filter(|s| !s.is_empty());
+    let last = segments().next_back()?;
     let first = segments().next()?;
     // Counters and limits (`max_tokens`, `tokens_used`) and references to a secret (its
     // file, name, type, expiry) are not secrets.
@@ -926,7 +1183,9 @@ fn classify_name(n: &str) -> Option<Field> {
     if n.contains("password") || n.contains("passwd") || n.contains("passphrase") {
         return Some(Field::Password);
     }
-    if segments().any(|s| matches!(s, "pass" | "pwd" | "pw" | "passin" | "passout" | "dbpass")) || n.ends_with("pwd") {
+    if segments().any(|s| matches!(s, "pass" | "pwd" | "pw" | "passin" | "passout" | "dbpass"))
+        || n.ends_with("pwd")
+    {
         return Some(Field::Password);
     }
     if n.contains("secretaccesskey") || (n.contains("aws") && n.contains("secret")) {
@@ -939,12 +1198,38 @@ fn classify_name(n: &str) -> Option<Field> {
         return Some(Field::Secret);
     }
     const KEY_NAMES: &[&str] = &[
-        "apikey", "api_key", "api-key", "accesskey", "access_key", "access-key", "privatekey",
-        "private_key", "private-key", "secretkey", "signing_key", "signingkey", "signing-key",
-        "encryption_key", "encryption-key", "master_key", "master-key", "auth_key", "authkey",
-        "license_key", "sse-c-key", "sse-customer-key", "sse_customer_key", "subscription-key",
-        "subscription_key", "account_key", "accountkey", "storage_key", "client_key_data",
-        "webhook_key", "app_key", "appkey",
+        "apikey",
+        "api_key",
+        "api-key",
+        "accesskey",
+        "access_key",
+        "access-key",
+        "privatekey",
+        "private_key",
+        "private-key",
+        "secretkey",
+        "signing_key",
+        "signingkey",
+        "signing-key",
+        "encryption_key",
+        "encryption-key",
+        "master_key",
+        "master-key",
+        "auth_key",
+        "authkey",
+        "license_key",
+        "sse-c-key",
+        "sse-customer-key",
+        "sse_customer_key",
+        "subscription-key",
+        "subscription_key",
+        "account_key",
+        "accountkey",
+        "storage_key",
+        "client_key_data",
+        "webhook_key",
+        "app_key",
+        "appkey",
     ];
     if KEY_NAMES.iter().any(|k| n.contains(k)) {
         return Some(Field::Secret);
@@ -952,7 +1237,9 @@ fn classify_name(n: &str) -> Option<Field> {
     if n.contains("credential") {
         return Some(Field::Secret);
     }
-    if segments().any(|s| matches!(s, "auth" | "sig" | "signature" | "x-amz-signature")) || n == "x-amz-signature" {
+    if segments().any(|s| matches!(s, "auth" | "sig" | "signature" | "x-amz-signature"))
+        || n == "x-amz-signature"
+    {
         return Some(Field::Secret);
     }
     None
@@ -983,7 +1270,8 @@ fn trim_end(b: &[u8], s: usize, mut e: usize) -> usize {
 fn env_assignment(a: &str) -> Option<usize> {
     let eq = a.find('=')?;
     let name = &a.as_bytes()[..eq];
-    (eq > 0 && name[0].is_ascii_alphabetic() | (name[0] == b'_') && name.iter().all(|c| word(*c))).then_some(eq)
+    (eq > 0 && name[0].is_ascii_alphabetic() | (name[0] == b'_') && name.iter().all(|c| word(*c)))
+        .then_some(eq)
 }
 
 fn push_whole_value(out: &mut Vec<Cand>, value: &str, offset: usize, field: Field) {
@@ -996,60 +1284,106 @@ fn push_whole_value(out: &mut Vec<Cand>, value: &str, offset: usize, field: Fiel
             .filter(|&p| v[..p].iter().all(u8::is_ascii_alphanumeric))
             .map_or(0, |p| p + 1);
         if skip < v.len() && !is_placeholder(&v[skip..]) {
-            out.push(Cand { start: offset + skip, end: offset + v.len(), kind: Kind::AuthHeader });
+            out.push(Cand {
+                start: offset + skip,
+                end: offset + v.len(),
+                kind: Kind::AuthHeader,
+            });
         }
         return;
     }
     if accept_value(v) {
-        out.push(Cand { start: offset, end: offset + v.len(), kind: field.kind() });
+        out.push(Cand {
+            start: offset,
+            end: offset + v.len(),
+            kind: field.kind(),
+        });
     }
 }
 
 /// Whether a field value is worth masking (not empty, a reference, a placeholder, a literal).
 fn accept_value(v: &[u8]) -> bool {
     let v = v.trim_ascii();
-    if v.is_empty() || is_placeholder(v) || v.contains(&b'[') && v.contains(&b'#') && contains_placeholder(v) {
+    if v.is_empty()
+        || is_placeholder(v)
+        || v.contains(&b'[') && v.contains(&b'#') && contains_placeholder(v)
+    {
         return false;
     }
     if v[0] == b'$' || v.starts_with(b"{{") || v.starts_with(b"%(") || v.starts_with(b"<") {
         return false;
     }
-    if v.iter().all(|c| *c == b'*' || *c == b'x' || *c == b'X' || *c == b'.') {
+    if v.iter()
+        .all(|c| *c == b'*' || *c == b'x' || *c == b'X' || *c == b'.')
+    {
         return false;
     }
     let lower = v.to_ascii_lowercase();
     !matches!(
         lower.as_slice(),
-        b"null" | b"none" | b"true" | b"false" | b"yes" | b"no" | b"nil" | b"undefined" | b"\"\"" | b"''" | b"-"
-            | b"redacted" | b"<redacted>" | b"required" | b"optional" | b"str" | b"string"
+        b"null"
+            | b"none"
+            | b"true"
+            | b"false"
+            | b"yes"
+            | b"no"
+            | b"nil"
+            | b"undefined"
+            | b"\"\""
+            | b"''"
+            | b"-"
+            | b"redacted"
+            | b"<redacted>"
+            | b"required"
+            | b"optional"
+            | b"str"
+            | b"string"
     )
 }
 
 fn contains_placeholder(v: &[u8]) -> bool {
-    v.iter().enumerate().any(|(i, c)| *c == b'#' && placeholder_at(v, i).is_some())
+    v.iter()
+        .enumerate()
+        .any(|(i, c)| *c == b'#' && placeholder_at(v, i).is_some())
 }
 
 fn is_placeholder(v: &[u8]) -> bool {
-    v.iter().position(|c| *c == b'#').and_then(|h| placeholder_at(v, h)) == Some((0, v.len()))
+    v.iter()
+        .position(|c| *c == b'#')
+        .and_then(|h| placeholder_at(v, h))
+        == Some((0, v.len()))
 }
 
 /// If `b[hash]` is the `#` of a `[KIND#xxxx]` placeholder, its span.
 fn placeholder_at(b: &[u8], hash: usize) -> Option<(usize, usize)> {
     let close = hash + 5;
-    if close >= b.len() || b[close] != b']' || !b[hash + 1..close].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+    if close >= b.len()
+        || b[close] != b']'
+        || !b[hash + 1..close]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
         return None;
     }
     let mut s = hash;
-    while s > 0 && (b[s - 1].is_ascii_uppercase() || b[s - 1].is_ascii_digit() || b[s - 1] == b'_') && hash - s <= 40 {
+    while s > 0
+        && (b[s - 1].is_ascii_uppercase() || b[s - 1].is_ascii_digit() || b[s - 1] == b'_')
+        && hash - s <= 40
+    {
         s -= 1;
     }
-    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase()).then_some((s - 1, close + 1))
+    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase())
+        .then_some((s - 1, close + 1))
 }
 
 /// End of a value that runs to the end of the line (headers), or to a closing quote.
 fn line_value_end(b: &[u8], vs: usize) -> usize {
     let mut e = vs;
-    while e < b.len() && e - vs < MAX_VALUE && !matches!(b[e], b'\r' | b'\n' | b'"' | b'\'' | b'`') && !(b[e] == b'\\' && matches!(b.get(e + 1), Some(b'r' | b'n' | b'"'))) {
+    while e < b.len()
+        && e - vs < MAX_VALUE
+        && !matches!(b[e], b'\r' | b'\n' | b'"' | b'\'' | b'`')
+        && !(b[e] == b'\\' && matches!(b.get(e + 1), Some(b'r' | b'n' | b'"')))
+    {
         e += 1;
     }
     trim_end(b, vs, e)
@@ -1085,7 +1419,11 @@ fn value_span(b: &[u8], vs: usize, json: bool) -> (usize, usize) {
     let mut e = vs;
     while e < b.len() && e - vs < MAX_VALUE {
         let c = b[e];
-        if c.is_ascii_whitespace() || matches!(c, b'&' | b';' | b'"' | b'\'' | b'`') || (json && matches!(c, b',' | b'}' | b']')) || (c == b'\\' && matches!(b.get(e + 1), Some(b'n' | b'r' | b't' | b'"'))) {
+        if c.is_ascii_whitespace()
+            || matches!(c, b'&' | b';' | b'"' | b'\'' | b'`')
+            || (json && matches!(c, b',' | b'}' | b']'))
+            || (c == b'\\' && matches!(b.get(e + 1), Some(b'n' | b'r' | b't' | b'"')))
+        {
             break;
         }
         e += 1;
@@ -1105,10 +1443,16 @@ fn url_at(b: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     // The authority ends at the first `/` or delimiter; `?` and `#` are not treated as ends
     // because real-world passwords contain them unencoded (`postgres://u:Pa55?!@db`).
     let mut ae = e;
-    while ae < b.len() && ae - e < MAX_VALUE && !matches!(b[ae], b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`') && !b[ae].is_ascii_whitespace() {
+    while ae < b.len()
+        && ae - e < MAX_VALUE
+        && !matches!(b[ae], b'/' | b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`')
+        && !b[ae].is_ascii_whitespace()
+    {
         ae += 1;
     }
-    let Some(at) = b[e..ae].iter().rposition(|c| *c == b'@').map(|p| e + p) else { return };
+    let Some(at) = b[e..ae].iter().rposition(|c| *c == b'@').map(|p| e + p) else {
+        return;
+    };
     let userinfo = &b[e..at];
     if userinfo.is_empty() {
         return;
@@ -1116,10 +1460,22 @@ fn url_at(b: &[u8], s: usize, e: usize, out: &mut Vec<Cand>) {
     if let Some(colon) = userinfo.iter().position(|c| *c == b':') {
         let ps = e + colon + 1;
         if ps < at && accept_value(&b[ps..at]) {
-            out.push(Cand { start: ps, end: at, kind: Kind::Password });
+            out.push(Cand {
+                start: ps,
+                end: at,
+                kind: Kind::Password,
+            });
         }
-    } else if matches!(scheme.as_slice(), b"http" | b"https" | b"git" | b"git+https") && validate::random_token(userinfo, 16) {
-        out.push(Cand { start: e, end: at, kind: Kind::Secret });
+    } else if matches!(
+        scheme.as_slice(),
+        b"http" | b"https" | b"git" | b"git+https"
+    ) && validate::random_token(userinfo, 16)
+    {
+        out.push(Cand {
+            start: e,
+            end: at,
+            kind: Kind::Secret,
+        });
     }
 }
 
@@ -1138,21 +1494,33 @@ fn email_at(b: &[u8], at: usize, out: &mut Vec<Cand>) {
     if s > 0 {
         let before = b[s - 1];
         let after_scheme = before == b'/' && s >= 2 && b[s - 2] == b'/';
-        if after_scheme || before == b'@' || (before == b':' && !b[s.saturating_sub(7)..s].eq_ignore_ascii_case(b"mailto:")) || word(before) {
+        if after_scheme
+            || before == b'@'
+            || (before == b':' && !b[s.saturating_sub(7)..s].eq_ignore_ascii_case(b"mailto:"))
+            || word(before)
+        {
             return;
         }
     }
     let mut e = at + 1;
-    while e < b.len() && (b[e].is_ascii_alphanumeric() || matches!(b[e], b'.' | b'-')) && e - at < 255 {
+    while e < b.len()
+        && (b[e].is_ascii_alphanumeric() || matches!(b[e], b'.' | b'-'))
+        && e - at < 255
+    {
         e += 1;
     }
     while e > at + 1 && matches!(b[e - 1], b'.' | b'-') {
         e -= 1;
     }
     let domain = &b[at + 1..e];
-    let Some(dot) = domain.iter().rposition(|c| *c == b'.') else { return };
+    let Some(dot) = domain.iter().rposition(|c| *c == b'.') else {
+        return;
+    };
     let tld = &domain[dot + 1..];
-    if tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) || domain.split(|c| *c == b'.').any(<[u8]>::is_empty) {
+    if tld.len() < 2
+        || !tld.iter().all(u8::is_ascii_alphabetic)
+        || domain.split(|c| *c == b'.').any(<[u8]>::is_empty)
+    {
         return;
     }
     const FILE_EXT: &[&[u8]] = &[
@@ -1166,29 +1534,43 @@ fn email_at(b: &[u8], at: usize, out: &mut Vec<Cand>) {
     if e < b.len() && b[e] == b':' {
         return; // scp-style `user@host:path`
     }
-    out.push(Cand { start: s, end: e, kind: Kind::Email });
+    out.push(Cand {
+        start: s,
+        end: e,
+        kind: Kind::Email,
+    });
 }
 
 fn pem_at(text: &str, s: usize, out: &mut Vec<Cand>) {
     let b = text.as_bytes();
     let head_end = (s + 80).min(b.len());
-    let Some(label_end) = memchr::memmem::find(&b[s..head_end], b"PRIVATE KEY").map(|p| s + p + 11) else { return };
+    let Some(label_end) = memchr::memmem::find(&b[s..head_end], b"PRIVATE KEY").map(|p| s + p + 11)
+    else {
+        return;
+    };
     let window = &b[label_end..(label_end + MAX_PEM).min(b.len())];
     let end = match memchr::memmem::find(window, b"-----END") {
         Some(p) => {
             let after = label_end + p + 8;
-            memchr::memmem::find(&b[after..(after + 80).min(b.len())], b"-----").map_or(after, |q| after + q + 5)
+            memchr::memmem::find(&b[after..(after + 80).min(b.len())], b"-----")
+                .map_or(after, |q| after + q + 5)
         }
         None => {
             // Truncated payload head: mask the whole remaining key body.
             let mut e = label_end;
-            while e < b.len() && (b64(b[e]) || matches!(b[e], b'-' | b' ' | b'\r' | b'\n' | b'\\' | b':' | b',')) {
+            while e < b.len()
+                && (b64(b[e]) || matches!(b[e], b'-' | b' ' | b'\r' | b'\n' | b'\\' | b':' | b','))
+            {
                 e += 1;
             }
             e
         }
     };
-    out.push(Cand { start: s, end, kind: Kind::PrivateKey });
+    out.push(Cand {
+        start: s,
+        end,
+        kind: Kind::PrivateKey,
+    });
 }
 
 fn jwt_at(text: &str, s: usize, out: &mut Vec<Cand>) {
@@ -1211,7 +1593,11 @@ fn jwt_at(text: &str, s: usize, out: &mut Vec<Cand>) {
         e += 1;
     }
     if dots == 2 && validate::jwt(&text[s..e]) {
-        out.push(Cand { start: s, end: e, kind: Kind::Jwt });
+        out.push(Cand {
+            start: s,
+            end: e,
+            kind: Kind::Jwt,
+        });
     }
 }
 
@@ -1231,7 +1617,11 @@ fn aws_secret_near(b: &[u8], id_start: usize, id_end: usize, out: &mut Vec<Cand>
             e += 1;
         }
         if e - p == 40 && validate::random_token(&b[p..e], 40) {
-            out.push(Cand { start: p, end: e, kind: Kind::AwsSecretKey });
+            out.push(Cand {
+                start: p,
+                end: e,
+                kind: Kind::AwsSecretKey,
+            });
         }
         p = e;
     }
@@ -1244,13 +1634,27 @@ fn labelled_as_id(b: &[u8], i: usize) -> bool {
     let before = before.trim_ascii_end();
     let before = before.strip_suffix(b"#").unwrap_or(before).trim_ascii_end();
     let before = before.strip_suffix(b":").unwrap_or(before).trim_ascii_end();
-    [&b"order"[..], b"order id", b"order no", b"invoice", b"reference", b"ref", b"tracking", b"ticket", b"build", b"job"]
-        .iter()
-        .any(|w| before.ends_with(w))
+    [
+        &b"order"[..],
+        b"order id",
+        b"order no",
+        b"invoice",
+        b"reference",
+        b"ref",
+        b"tracking",
+        b"ticket",
+        b"build",
+        b"job",
+    ]
+    .iter()
+    .any(|w| before.ends_with(w))
 }
 
 fn iban_at(b: &[u8], i: usize) -> Option<usize> {
-    if !(b.get(i + 1)?.is_ascii_uppercase() && b.get(i + 2)?.is_ascii_digit() && b.get(i + 3)?.is_ascii_digit()) {
+    if !(b.get(i + 1)?.is_ascii_uppercase()
+        && b.get(i + 2)?.is_ascii_digit()
+        && b.get(i + 3)?.is_ascii_digit())
+    {
         return None;
     }
     // Compact or grouped by single spaces in fours.
@@ -1259,7 +1663,11 @@ fn iban_at(b: &[u8], i: usize) -> Option<usize> {
     while e < b.len() && count < 34 {
         if b[e].is_ascii_uppercase() || b[e].is_ascii_digit() {
             count += 1;
-        } else if !(b[e] == b' ' && count % 4 == 0 && b.get(e + 1).is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit())) {
+        } else if !(b[e] == b' '
+            && count % 4 == 0
+            && b.get(e + 1)
+                .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+        {
             break;
         }
         e += 1;
@@ -1278,7 +1686,11 @@ fn iban_at(b: &[u8], i: usize) -> Option<usize> {
 fn ipv4_at(b: &[u8], i: usize) -> Option<usize> {
     let mut p = i;
     for part in 0..4 {
-        let d = b[p..].iter().take(4).take_while(|c| c.is_ascii_digit()).count();
+        let d = b[p..]
+            .iter()
+            .take(4)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if d == 0 || d > 3 {
             return None;
         }
@@ -1296,7 +1708,6 @@ fn ipv4_at(b: &[u8], i: usize) -> Option<usize> {
     }
     Some(p)
 }
-
 
 fn floor_char(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
@@ -1323,14 +1734,14 @@ fn merge(mut cands: Vec<Cand>) -> Vec<Cand> {
     cands.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
     let mut out: Vec<Cand> = Vec::with_capacity(cands.len());
     for c in cands {
-        if let Some(last) = out.last_mut() {
-            if c.start < last.end {
-                last.end = last.end.max(c.end);
-                if c.kind.rank() > last.kind.rank() {
-                    last.kind = c.kind;
-                }
-                continue;
+        if let Some(last) = out.last_mut()
+            && c.start < last.end
+        {
+            last.end = last.end.max(c.end);
+            if c.kind.rank() > last.kind.rank() {
+                last.kind = c.kind;
             }
+            continue;
         }
         out.push(c);
     }

@@ -103,7 +103,9 @@ impl std::fmt::Debug for AuditorPrivateKey {
 
 impl std::fmt::Debug for AuditorKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditorKeyPair").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("AuditorKeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +121,10 @@ impl AuditorKeyPair {
         // doing it here keeps RNG failure an error instead of a panic inside `hpke`.
         let (sk, pk) = Kem::derive_keypair(&ikm);
         ikm.fill(0);
-        Ok(Self { private: AuditorPrivateKey(sk), public: AuditorPublicKey(pk) })
+        Ok(Self {
+            private: AuditorPrivateKey(sk),
+            public: AuditorPublicKey(pk),
+        })
     }
 
     /// Writes the private key to `private_path` (mode 0600, must not exist yet) and the
@@ -152,8 +157,11 @@ impl AuditorPrivateKey {
     /// [`SealError::Malformed`] if the text is not a private key.
     pub fn from_armored(text: &str) -> Result<Self, SealError> {
         let bytes = dearmor(PRIVATE_LABEL, text, "auditor private key")?;
-        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes)
-            .map_err(|_| SealError::Malformed { what: "auditor private key" })?;
+        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes).map_err(|_| {
+            SealError::Malformed {
+                what: "auditor private key",
+            }
+        })?;
         Ok(Self(sk))
     }
 
@@ -197,10 +205,15 @@ impl AuditorPublicKey {
         let bytes = if text.contains("-----BEGIN") {
             dearmor(PUBLIC_LABEL, text, "auditor public key")?
         } else {
-            B64.decode(text.trim()).map_err(|_| SealError::Malformed { what: "auditor public key" })?
+            B64.decode(text.trim()).map_err(|_| SealError::Malformed {
+                what: "auditor public key",
+            })?
         };
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&bytes)
-            .map_err(|_| SealError::Malformed { what: "auditor public key" })?;
+        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&bytes).map_err(|_| {
+            SealError::Malformed {
+                what: "auditor public key",
+            }
+        })?;
         Ok(Self(pk))
     }
 
@@ -245,7 +258,11 @@ pub struct SealedBlob {
 ///
 /// # Panics
 /// Only inside `hpke` if the OS random number generator fails while making the ephemeral key.
-pub fn seal(plaintext: &[u8], recipient: &AuditorPublicKey, aad: &[u8]) -> Result<SealedBlob, SealError> {
+pub fn seal(
+    plaintext: &[u8],
+    recipient: &AuditorPublicKey,
+    aad: &[u8],
+) -> Result<SealedBlob, SealError> {
     let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeS::Base,
         &recipient.0,
@@ -269,12 +286,22 @@ pub fn seal(plaintext: &[u8], recipient: &AuditorPublicKey, aad: &[u8]) -> Resul
 /// # Errors
 /// [`SealError::Unsupported`] for an unknown version/suite, [`SealError::Malformed`] for a
 /// bad encapsulated key, [`SealError::Open`] for a wrong key, tampering or mismatched `aad`.
-pub fn unseal(blob: &SealedBlob, key: &AuditorPrivateKey, aad: &[u8]) -> Result<Vec<u8>, SealError> {
+pub fn unseal(
+    blob: &SealedBlob,
+    key: &AuditorPrivateKey,
+    aad: &[u8],
+) -> Result<Vec<u8>, SealError> {
     if blob.version != SEALED_BLOB_VERSION || blob.suite != SUITE {
-        return Err(SealError::Unsupported { version: blob.version, suite: blob.suite.clone() });
+        return Err(SealError::Unsupported {
+            version: blob.version,
+            suite: blob.suite.clone(),
+        });
     }
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&blob.enc)
-        .map_err(|_| SealError::Malformed { what: "encapsulated key" })?;
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&blob.enc).map_err(|_| {
+        SealError::Malformed {
+            what: "encapsulated key",
+        }
+    })?;
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeR::Base,
         &key.0,
@@ -287,7 +314,10 @@ pub fn unseal(blob: &SealedBlob, key: &AuditorPrivateKey, aad: &[u8]) -> Result<
 }
 
 fn armor(label: &str, bytes: &[u8]) -> String {
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", B64.encode(bytes))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        B64.encode(bytes)
+    )
 }
 
 fn dearmor(label: &str, text: &str, what: &'static str) -> Result<Vec<u8>, SealError> {
@@ -299,20 +329,32 @@ fn dearmor(label: &str, text: &str, what: &'static str) -> Result<Vec<u8>, SealE
         .and_then(|rest| rest.strip_suffix(end.as_str()))
         .ok_or(SealError::Malformed { what })?;
     let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    B64.decode(compact).map_err(|_| SealError::Malformed { what })
+    B64.decode(compact)
+        .map_err(|_| SealError::Malformed { what })
 }
 
 fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), SealError> {
-    let io = |source| SealError::Io { path: path.display().to_string(), source };
+    let io = |source| SealError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     // create_new: never overwrite an existing key; mode is applied at creation so the
     // private key is never world-readable, not even briefly.
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
 }
 
 fn read(path: &Path) -> Result<String, SealError> {
-    std::fs::read_to_string(path).map_err(|source| SealError::Io { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| SealError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 mod b64 {
@@ -331,6 +373,7 @@ mod b64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 
@@ -340,7 +383,10 @@ mod tests {
         let blob = seal(b"PGPASSWORD=hunter2 pg_dump", &kp.public, b"record-1").unwrap();
         assert_eq!(blob.key_id, kp.public.key_id());
         assert!(!blob.ciphertext.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(unseal(&blob, &kp.private, b"record-1").unwrap(), b"PGPASSWORD=hunter2 pg_dump");
+        assert_eq!(
+            unseal(&blob, &kp.private, b"record-1").unwrap(),
+            b"PGPASSWORD=hunter2 pg_dump"
+        );
     }
 
     #[test]
@@ -357,7 +403,10 @@ mod tests {
         let kp = AuditorKeyPair::generate().unwrap();
         let other = AuditorKeyPair::generate().unwrap();
         let blob = seal(b"secret", &kp.public, b"a").unwrap();
-        assert!(matches!(unseal(&blob, &other.private, b"a"), Err(SealError::Open)));
+        assert!(matches!(
+            unseal(&blob, &other.private, b"a"),
+            Err(SealError::Open)
+        ));
     }
 
     #[test]
@@ -367,7 +416,10 @@ mod tests {
         for i in 0..blob.ciphertext.len() {
             let mut t = blob.clone();
             t.ciphertext[i] ^= 0x01;
-            assert!(unseal(&t, &kp.private, b"a").is_err(), "flip at {i} went unnoticed");
+            assert!(
+                unseal(&t, &kp.private, b"a").is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
         let mut t = blob.clone();
         t.enc[0] ^= 0x80;
@@ -377,14 +429,20 @@ mod tests {
         assert!(unseal(&t, &kp.private, b"a").is_err());
         let mut t = blob;
         t.version = 2;
-        assert!(matches!(unseal(&t, &kp.private, b"a"), Err(SealError::Unsupported { .. })));
+        assert!(matches!(
+            unseal(&t, &kp.private, b"a"),
+            Err(SealError::Unsupported { .. })
+        ));
     }
 
     #[test]
     fn aad_mismatch_fails() {
         let kp = AuditorKeyPair::generate().unwrap();
         let blob = seal(b"secret", &kp.public, b"record-1").unwrap();
-        assert!(matches!(unseal(&blob, &kp.private, b"record-2"), Err(SealError::Open)));
+        assert!(matches!(
+            unseal(&blob, &kp.private, b"record-2"),
+            Err(SealError::Open)
+        ));
     }
 
     #[test]
@@ -402,12 +460,18 @@ mod tests {
     fn key_files_roundtrip_with_private_mode_0600() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let (sk_path, pk_path) = (dir.path().join("auditor.key"), dir.path().join("auditor.pub"));
+        let (sk_path, pk_path) = (
+            dir.path().join("auditor.key"),
+            dir.path().join("auditor.pub"),
+        );
         let kp = AuditorKeyPair::generate().unwrap();
         kp.save(&sk_path, &pk_path).unwrap();
         let mode = std::fs::metadata(&sk_path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(kp.save(&sk_path, &pk_path).is_err(), "must not overwrite a key");
+        assert!(
+            kp.save(&sk_path, &pk_path).is_err(),
+            "must not overwrite a key"
+        );
         let sk = AuditorPrivateKey::load(&sk_path).unwrap();
         let pk = AuditorPublicKey::load(&pk_path).unwrap();
         assert_eq!(pk, kp.public);

@@ -8,7 +8,13 @@ use base64::Engine as _;
 pub fn luhn(s: &str) -> bool {
     let mut sum = 0u32;
     let mut count = 0usize;
-    for (i, d) in s.bytes().rev().filter(u8::is_ascii_digit).map(|b| u32::from(b - b'0')).enumerate() {
+    for (i, d) in s
+        .bytes()
+        .rev()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
+        .enumerate()
+    {
         let v = if i % 2 == 1 {
             let x = d * 2;
             if x > 9 { x - 9 } else { x }
@@ -18,7 +24,7 @@ pub fn luhn(s: &str) -> bool {
         sum += v;
         count += 1;
     }
-    count > 0 && sum % 10 == 0
+    count > 0 && sum.is_multiple_of(10)
 }
 
 /// Whether a digit string has a payment-card issuer prefix and a matching length.
@@ -26,26 +32,73 @@ pub fn luhn(s: &str) -> bool {
 pub fn card_brand_ok(digits: &str) -> bool {
     let b = digits.as_bytes();
     let n = b.len();
-    let p = |k: usize| digits.get(..k).and_then(|x| x.parse::<u32>().ok()).unwrap_or(0);
+    let p = |k: usize| {
+        digits
+            .get(..k)
+            .and_then(|x| x.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     match b.first() {
         Some(b'4') => n == 13 || n == 16 || n == 19,
         Some(b'5') => (51..=55).contains(&p(2)) && n == 16,
         Some(b'2') => (2221..=2720).contains(&p(4)) && n == 16,
-        Some(b'3') => ((p(2) == 34 || p(2) == 37) && n == 15) || ((3528..=3589).contains(&p(4)) && n == 16),
-        Some(b'6') => (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&n),
+        Some(b'3') => {
+            ((p(2) == 34 || p(2) == 37) && n == 15) || ((3528..=3589).contains(&p(4)) && n == 16)
+        }
+        Some(b'6') => {
+            (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&n)
+        }
         _ => false,
     }
 }
 
 /// IBAN lengths per country (ISO 13616 registry, common countries).
 const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
-    (b"AD", 24), (b"AE", 23), (b"AT", 20), (b"BE", 16), (b"BG", 22), (b"BH", 22), (b"BR", 29),
-    (b"CH", 21), (b"CY", 28), (b"CZ", 24), (b"DE", 22), (b"DK", 18), (b"EE", 20), (b"ES", 24),
-    (b"FI", 18), (b"FR", 27), (b"GB", 22), (b"GI", 23), (b"GR", 27), (b"HR", 21), (b"HU", 28),
-    (b"IE", 22), (b"IL", 23), (b"IS", 26), (b"IT", 27), (b"KW", 30), (b"LI", 21), (b"LT", 20),
-    (b"LU", 20), (b"LV", 21), (b"MC", 27), (b"MT", 31), (b"NL", 18), (b"NO", 15), (b"PL", 28),
-    (b"PT", 25), (b"QA", 29), (b"RO", 24), (b"SA", 24), (b"SE", 24), (b"SI", 19), (b"SK", 24),
-    (b"SM", 27), (b"TR", 26), (b"UA", 29),
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AT", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BR", 29),
+    (b"CH", 21),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DK", 18),
+    (b"EE", 20),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GI", 23),
+    (b"GR", 27),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"KW", 30),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"MC", 27),
+    (b"MT", 31),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"PL", 28),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"SA", 24),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"TR", 26),
+    (b"UA", 29),
 ];
 
 /// Whether `s` (spaces allowed) is an IBAN of a known country with the right length and a
@@ -53,13 +106,19 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
 #[must_use]
 pub fn iban(s: &str) -> bool {
     let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
-    let Some(country) = compact.get(..2) else { return false };
+    let Some(country) = compact.get(..2) else {
+        return false;
+    };
     let Some(&(_, len)) = IBAN_LENGTHS.iter().find(|(c, _)| c.as_slice() == country) else {
         return false;
     };
     if compact.len() != len
-        || !compact.get(2..4).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-        || !compact.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || !compact
+            .get(2..4)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+        || !compact
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     {
         return false;
     }
@@ -133,7 +192,8 @@ pub fn random_token(s: &[u8], min_len: usize) -> bool {
 #[must_use]
 pub fn jwt(s: &str) -> bool {
     let mut parts = s.split('.');
-    let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -148,6 +208,7 @@ pub fn jwt(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests may unwrap")]
 mod tests {
     use super::*;
 
@@ -190,8 +251,14 @@ mod tests {
 
     #[test]
     fn random_token_rejects_hashes_and_words() {
-        assert!(random_token(b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", 20));
-        assert!(!random_token(b"da39a3ee5e6b4b0d3255bfef95601890afd80709", 20));
+        assert!(random_token(
+            b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            20
+        ));
+        assert!(!random_token(
+            b"da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            20
+        ));
         assert!(!random_token(b"configuration_management_database", 20));
         assert!(!random_token(b"short1A", 20));
     }

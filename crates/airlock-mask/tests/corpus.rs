@@ -1,6 +1,8 @@
 //! The committed evaluation corpus: reproducible from the generator, and the masker meets
 //! the recall / precision targets on it.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod support {
     pub mod corpus_gen;
 }
@@ -24,7 +26,10 @@ fn committed_corpus_matches_generator() {
         std::fs::write(corpus_path(), &generated).unwrap();
     }
     let committed = std::fs::read_to_string(corpus_path()).unwrap();
-    assert!(committed == generated, "corpus/masking.jsonl is stale: rerun with UPDATE_CORPUS=1");
+    assert!(
+        committed == generated,
+        "corpus/masking.jsonl is stale: rerun with UPDATE_CORPUS=1"
+    );
 }
 
 #[test]
@@ -35,7 +40,13 @@ fn eval_meets_targets_per_kind() {
         println!("  {e}");
     }
     assert!(report.samples >= 800);
-    assert!(report.negative_samples >= 100, "the corpus must carry look-alikes");
+    assert!(
+        report.negative_samples >= 100,
+        "the corpus must carry look-alikes"
+    );
     assert_eq!(report.leaked, 0, "a labelled secret was left visible");
-    assert!(report.meets(0.95, 0.95), "a kind is below recall/precision 0.95:\n{report}");
+    assert!(
+        report.meets(0.95, 0.95),
+        "a kind is below recall/precision 0.95:\n{report}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Property tests: embedded secrets never survive masking, and masking is idempotent.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod support {
     pub mod corpus_gen;
 }
@@ -9,7 +11,11 @@ use proptest::prelude::*;
 use support::corpus_gen::{Rng, any_secret, lookalike};
 
 fn masker() -> Masker {
-    Masker::new(&MaskConfig::default(), &HostKey::from_bytes(vec![9; 32]).unwrap()).unwrap()
+    Masker::new(
+        &MaskConfig::default(),
+        &HostKey::from_bytes(vec![9; 32]).unwrap(),
+    )
+    .unwrap()
 }
 
 const SEPARATORS: &[&str] = &[" ", "\n", ", ", "\t", " | ", "; ", "\r\n", " -> "];
@@ -21,7 +27,7 @@ fn text_with_secrets(seed: u64, filler: &[String]) -> (String, Vec<String>) {
     let mut secrets = Vec::new();
     for f in filler {
         text.push_str(f);
-        text.push_str(*r.pick(SEPARATORS));
+        text.push_str(r.pick::<&str>(SEPARATORS));
         match r.below(3) {
             0 => {
                 let s = any_secret(&r);
@@ -31,7 +37,7 @@ fn text_with_secrets(seed: u64, filler: &[String]) -> (String, Vec<String>) {
             1 => text.push_str(&lookalike(&r)),
             _ => {}
         }
-        text.push_str(*r.pick(SEPARATORS));
+        text.push_str(r.pick::<&str>(SEPARATORS));
     }
     (text, secrets)
 }
