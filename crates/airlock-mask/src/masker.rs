@@ -416,7 +416,7 @@ impl Masker {
     /// Masks free text (command lines, payload heads, JSON bodies, file paths, logs).
     #[must_use]
     pub fn mask_text(&self, text: &str) -> Masked {
-        let cands = self.scan(text, Vec::new());
+        let cands = self.resolve(text, Vec::new());
         self.render(text, cands, None)
     }
 
@@ -434,7 +434,7 @@ impl Masker {
         if let Some(field) = self.classify(name.as_bytes()) {
             push_whole_value(&mut explicit, value, 0, field);
         }
-        let cands = self.scan(value, explicit);
+        let cands = self.resolve(value, explicit);
         self.render(value, cands, None)
     }
 
@@ -471,7 +471,7 @@ impl Masker {
                 field,
             );
         }
-        let cands = self.scan(head, explicit);
+        let cands = self.resolve(head, explicit);
         self.render(head, cands, None)
     }
 
@@ -600,7 +600,7 @@ impl Masker {
             findings: Vec::new(),
         };
         for (idx, (arg, exp)) in argv.iter().zip(explicit).enumerate() {
-            let cands = self.scan(arg, exp);
+            let cands = self.resolve(arg, exp);
             let m = self.render(arg, cands, Some(idx));
             out.argv.push(m.text);
             out.findings.extend(m.findings);
@@ -611,7 +611,9 @@ impl Masker {
     /// Classifies a field name (flag, env var, header, JSON key): is its value a secret?
     fn classify(&self, raw: &[u8]) -> Option<Field> {
         let trimmed = trim_name(raw);
-        if trimmed.is_empty() || trimmed.len() > 64 {
+        // Only name-shaped fields: `--x=[PASSWORD#ab12]`-like text must not turn into a
+        // field name once a placeholder is in it.
+        if trimmed.is_empty() || trimmed.len() > 64 || !trimmed.iter().all(|c| name_byte(*c)) {
             return None;
         }
         let mut buf = [0u8; 64];
@@ -1065,6 +1067,49 @@ impl Masker {
         None
     }
 
+    /// Candidates for `text`, closed under re-masking: a placeholder changes its
+    /// neighbourhood (`+44 20 7946 09ne@x.com`: once the e-mail is a placeholder the phone
+    /// number before it stands alone), so the output is scanned again and whatever appears
+    /// is added, in input coordinates, until nothing new appears. This is what makes
+    /// `mask(mask(x)) == mask(x)` hold. Inputs without findings are scanned once.
+    fn resolve(&self, text: &str, explicit: Vec<Cand>) -> Vec<Cand> {
+        const MAX_ROUNDS: usize = 4;
+        let mut cands = self.scan(text, explicit);
+        for _ in 0..MAX_ROUNDS {
+            if cands.is_empty() {
+                break;
+            }
+            let masked = self.render(text, cands.clone(), None);
+            let extra = self.scan(&masked.text, Vec::new());
+            if extra.is_empty() {
+                break;
+            }
+            // Copied (unmasked) segments: (output start, output end, input start).
+            let mut segments = Vec::with_capacity(masked.findings.len() + 1);
+            let (mut in_pos, mut out_pos) = (0, 0);
+            for f in &masked.findings {
+                let len = f.start - in_pos;
+                segments.push((out_pos, out_pos + len, in_pos));
+                out_pos += len + f.placeholder().len();
+                in_pos = f.end;
+            }
+            segments.push((out_pos, out_pos + (text.len() - in_pos), in_pos));
+            let before = cands.len();
+            for c in extra {
+                // New candidates never overlap a placeholder (scan drops those), so each
+                // lies inside one copied segment.
+                if let Some(&(os, _, is)) = segments.iter().find(|&&(os, oe, _)| os <= c.start && c.end <= oe) {
+                    cands.push(Cand { start: c.start - os + is, end: c.end - os + is, kind: c.kind });
+                }
+            }
+            if cands.len() == before {
+                break;
+            }
+            cands = merge(cands);
+        }
+        cands
+    }
+
     /// Turns merged candidates into the masked text and findings.
     fn render(&self, text: &str, cands: Vec<Cand>, arg: Option<usize>) -> Masked {
         if cands.is_empty() {
@@ -1373,7 +1418,7 @@ fn placeholder_at(b: &[u8], hash: usize) -> Option<(usize, usize)> {
         s -= 1;
     }
     (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase())
-        .then_some((s - 1, close + 1))
+        .then(|| (s - 1, close + 1))
 }
 
 /// End of a value that runs to the end of the line (headers), or to a closing quote.
