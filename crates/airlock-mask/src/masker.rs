@@ -1029,6 +1029,10 @@ impl Masker {
         let mut count = 0;
         let mut sep: Option<u8> = None;
         let mut last = i;
+        // (digits so far, end) at each space-separated group end, for a card followed by
+        // another number ("4111 1111 1111 1111 2 items").
+        let mut group_ends: [(usize, usize); 19] = [(0, 0); 19];
+        let mut groups = 0;
         while p < b.len() && count < 19 {
             let x = b[p];
             if x.is_ascii_digit() {
@@ -1041,21 +1045,31 @@ impl Masker {
                 && p > i
             {
                 sep = Some(x);
+                if x == b' ' && groups < group_ends.len() {
+                    group_ends[groups] = (count, p);
+                    groups += 1;
+                }
             } else {
                 break;
             }
             p += 1;
         }
+        let is_card = |n: usize| {
+            std::str::from_utf8(&digits[..n])
+                .is_ok_and(|ds| validate::card_brand_ok(ds) && validate::luhn(ds))
+                && !labelled_as_id(b, i)
+        };
         let e = last + 1;
         if (13..=19).contains(&count)
             && end_ok(e)
-            && !(e < b.len()
-                && matches!(b[e], b' ' | b'-')
-                && b.get(e + 1).is_some_and(u8::is_ascii_digit))
+            && !(e < b.len() && sep == Some(b[e]) && b.get(e + 1).is_some_and(u8::is_ascii_digit))
+            && is_card(count)
         {
-            let ds = std::str::from_utf8(&digits[..count]).ok()?;
-            if validate::card_brand_ok(ds) && validate::luhn(ds) && !labelled_as_id(b, i) {
-                return Some((e, Kind::CreditCard));
+            return Some((e, Kind::CreditCard));
+        }
+        for &(n, end) in group_ends[..groups].iter().rev() {
+            if (13..=19).contains(&n) && is_card(n) {
+                return Some((end, Kind::CreditCard));
             }
         }
         if self.mask_ip
