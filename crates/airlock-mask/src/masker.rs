@@ -965,27 +965,41 @@ impl Masker {
         };
         let c = b[i];
         if c == b'+' {
-            // E.164: + then 8..=15 digits with single separators.
+            // E.164: + then 8..=15 digits with single separators. If the run ends glued to
+            // a word, fall back to the last space-separated group end.
             let mut p = i + 1;
             let mut count = 0;
             let mut last_digit = i;
+            let mut space_ends: [(usize, usize); 24] = [(0, 0); 24];
+            let mut spaces = 0;
             while p < b.len() && p - i < 24 {
                 if b[p].is_ascii_digit() {
                     count += 1;
                     last_digit = p;
-                } else if !(matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')')
-                    && b.get(p + 1)
-                        .is_some_and(|x| x.is_ascii_digit() || *x == b'('))
+                } else if matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')')
+                    && b.get(p + 1).is_some_and(|x| x.is_ascii_digit() || *x == b'(')
                 {
+                    if b[p] == b' ' && spaces < space_ends.len() {
+                        space_ends[spaces] = (count, p);
+                        spaces += 1;
+                    }
+                } else {
                     break;
                 }
                 p += 1;
             }
+            if !b.get(i + 1).is_some_and(|x| (b'1'..=b'9').contains(x)) {
+                return None;
+            }
             let e = last_digit + 1;
-            return (b.get(i + 1).is_some_and(|x| (b'1'..=b'9').contains(x))
-                && (8..=15).contains(&count)
-                && end_ok(e))
-            .then_some((e, Kind::Phone));
+            if (8..=15).contains(&count) && end_ok(e) {
+                return Some((e, Kind::Phone));
+            }
+            return space_ends[..spaces]
+                .iter()
+                .rev()
+                .find(|(n, _)| (8..=15).contains(n))
+                .map(|&(_, end)| (end, Kind::Phone));
         }
         if c == b'(' {
             // (ddd) ddd-dddd
