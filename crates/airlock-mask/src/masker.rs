@@ -416,7 +416,7 @@ impl Masker {
     /// Masks free text (command lines, payload heads, JSON bodies, file paths, logs).
     #[must_use]
     pub fn mask_text(&self, text: &str) -> Masked {
-        let cands = self.resolve(text, Vec::new());
+        let cands = self.resolve(text, |_, _| Vec::new());
         self.render(text, cands, None)
     }
 
@@ -430,17 +430,27 @@ impl Masker {
     /// (`*_PASSWORD`, `*_TOKEN`, `AWS_SECRET_ACCESS_KEY`…), else what the detectors find.
     #[must_use]
     pub fn mask_env(&self, name: &str, value: &str) -> Masked {
-        let mut explicit = Vec::new();
-        if let Some(field) = self.classify(name.as_bytes()) {
-            push_whole_value(&mut explicit, value, 0, field);
-        }
-        let cands = self.resolve(value, explicit);
+        let field = self.classify(name.as_bytes());
+        let fields = |_: &Self, v: &str| {
+            let mut out = Vec::new();
+            if let Some(field) = field {
+                push_whole_value(&mut out, v, 0, field);
+            }
+            out
+        };
+        let cands = self.resolve(value, fields);
         self.render(value, cands, None)
     }
 
     /// Masks an HTTP request head (request line and headers, `\n` or `\r\n` separated).
     #[must_use]
     pub fn mask_http_head(&self, head: &str) -> Masked {
+        let cands = self.resolve(head, Self::http_head_fields);
+        self.render(head, cands, None)
+    }
+
+    /// Structured spans of an HTTP head: values of headers whose names look secret.
+    fn http_head_fields(&self, head: &str) -> Vec<Cand> {
         let mut explicit = Vec::new();
         let mut offset = 0;
         for (i, line) in head.split_inclusive('\n').enumerate() {
@@ -471,8 +481,7 @@ impl Masker {
                 field,
             );
         }
-        let cands = self.resolve(head, explicit);
-        self.render(head, cands, None)
+        explicit
     }
 
     /// Masks an argument vector with flag semantics: `--password X`, `--password=X`,
@@ -600,7 +609,8 @@ impl Masker {
             findings: Vec::new(),
         };
         for (idx, (arg, exp)) in argv.iter().zip(explicit).enumerate() {
-            let cands = self.resolve(arg, exp);
+            let mut first = Some(exp);
+            let cands = self.resolve(arg, |_, _| first.take().unwrap_or_default());
             let m = self.render(arg, cands, Some(idx));
             out.argv.push(m.text);
             out.findings.extend(m.findings);
@@ -1100,15 +1110,17 @@ impl Masker {
     /// number before it stands alone), so the output is scanned again and whatever appears
     /// is added, in input coordinates, until nothing new appears. This is what makes
     /// `mask(mask(x)) == mask(x)` hold. Inputs without findings are scanned once.
-    fn resolve(&self, text: &str, explicit: Vec<Cand>) -> Vec<Cand> {
+    /// `fields` yields the API's structured spans (header values, env values) for a text and
+    /// is applied to every re-scan too, since a placeholder can also change line structure.
+    fn resolve(&self, text: &str, mut fields: impl FnMut(&Self, &str) -> Vec<Cand>) -> Vec<Cand> {
         const MAX_ROUNDS: usize = 4;
-        let mut cands = self.scan(text, explicit);
+        let mut cands = self.scan(text, fields(self, text));
         for _ in 0..MAX_ROUNDS {
             if cands.is_empty() {
                 break;
             }
             let masked = self.render(text, cands.clone(), None);
-            let extra = self.scan(&masked.text, Vec::new());
+            let extra = self.scan(&masked.text, fields(self, &masked.text));
             if extra.is_empty() {
                 break;
             }
@@ -1632,7 +1644,7 @@ fn pem_at(text: &str, s: usize, out: &mut Vec<Cand>) {
             // Truncated payload head: mask the whole remaining key body.
             let mut e = label_end;
             while e < b.len()
-                && (b64(b[e]) || matches!(b[e], b'-' | b' ' | b'\r' | b'\n' | b'\\' | b':' | b','))
+                && (b64(b[e]) || matches!(b[e], b'-' | b'\r' | b'\n' | b'\\'))
             {
                 e += 1;
             }
