@@ -987,7 +987,8 @@ impl Masker {
                     count += 1;
                     last_digit = p;
                 } else if matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')')
-                    && b.get(p + 1).is_some_and(|x| x.is_ascii_digit() || *x == b'(')
+                    && b.get(p + 1)
+                        .is_some_and(|x| x.is_ascii_digit() || *x == b'(')
                 {
                     if b[p] == b' ' && spaces < space_ends.len() {
                         space_ends[spaces] = (count, p);
@@ -1119,27 +1120,24 @@ impl Masker {
             if cands.is_empty() {
                 break;
             }
-            let masked = self.render(text, cands.clone(), None);
-            let extra = self.scan(&masked.text, fields(self, &masked.text));
+            let (masked, segments) = provisional(text, &cands);
+            let extra = self.scan(&masked, fields(self, &masked));
             if extra.is_empty() {
                 break;
             }
-            // Copied (unmasked) segments: (output start, output end, input start).
-            let mut segments = Vec::with_capacity(masked.findings.len() + 1);
-            let (mut in_pos, mut out_pos) = (0, 0);
-            for f in &masked.findings {
-                let len = f.start - in_pos;
-                segments.push((out_pos, out_pos + len, in_pos));
-                out_pos += len + f.placeholder().len();
-                in_pos = f.end;
-            }
-            segments.push((out_pos, out_pos + (text.len() - in_pos), in_pos));
             let before = cands.len();
             for c in extra {
                 // New candidates never overlap a placeholder (scan drops those), so each
                 // lies inside one copied segment.
-                if let Some(&(os, _, is)) = segments.iter().find(|&&(os, oe, _)| os <= c.start && c.end <= oe) {
-                    cands.push(Cand { start: c.start - os + is, end: c.end - os + is, kind: c.kind });
+                let k = segments.partition_point(|&(os, _, _)| os <= c.start);
+                if let Some(&(os, oe, is)) = k.checked_sub(1).and_then(|k| segments.get(k))
+                    && c.end <= oe
+                {
+                    cands.push(Cand {
+                        start: c.start - os + is,
+                        end: c.end - os + is,
+                        kind: c.kind,
+                    });
                 }
             }
             if cands.len() == before {
@@ -1185,6 +1183,30 @@ impl Masker {
             findings,
         }
     }
+}
+
+/// The masked text with dummy fingerprints (a placeholder's fingerprint never changes what
+/// is detected around it, its length does not depend on it), and the copied segments as
+/// (output start, output end, input start), sorted.
+fn provisional(text: &str, cands: &[Cand]) -> (String, Vec<(usize, usize, usize)>) {
+    let mut out = String::with_capacity(text.len() + cands.len() * 16);
+    let mut segments = Vec::with_capacity(cands.len() + 1);
+    let mut pos = 0;
+    for c in cands {
+        let (s, e) = (floor_char(text, c.start).max(pos), ceil_char(text, c.end));
+        if s >= e {
+            continue;
+        }
+        segments.push((out.len(), out.len() + (s - pos), pos));
+        out.push_str(&text[pos..s]);
+        out.push('[');
+        out.push_str(c.kind.name());
+        out.push_str("#0000]");
+        pos = e;
+    }
+    segments.push((out.len(), out.len() + (text.len() - pos), pos));
+    out.push_str(&text[pos..]);
+    (out, segments)
 }
 
 /// Lower-cased field name → class. Pure function of the name.
@@ -1457,8 +1479,7 @@ fn placeholder_at(b: &[u8], hash: usize) -> Option<(usize, usize)> {
     {
         s -= 1;
     }
-    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase())
-        .then(|| (s - 1, close + 1))
+    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase()).then(|| (s - 1, close + 1))
 }
 
 /// End of a value that runs to the end of the line (headers), or to a closing quote.
@@ -1643,9 +1664,7 @@ fn pem_at(text: &str, s: usize, out: &mut Vec<Cand>) {
         None => {
             // Truncated payload head: mask the whole remaining key body.
             let mut e = label_end;
-            while e < b.len()
-                && (b64(b[e]) || matches!(b[e], b'-' | b'\r' | b'\n' | b'\\'))
-            {
+            while e < b.len() && (b64(b[e]) || matches!(b[e], b'-' | b'\r' | b'\n' | b'\\')) {
                 e += 1;
             }
             e
