@@ -45,6 +45,20 @@ fn main() {
         &HostKey::from_bytes(vec![5; 32]).unwrap(),
     )
     .unwrap();
+    let t = Instant::now();
+    for _ in 0..100 {
+        black_box(
+            Masker::new(
+                &MaskConfig::default(),
+                &HostKey::from_bytes(vec![5; 32]).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    println!(
+        "Masker::new:                               {:>7.1} us",
+        t.elapsed().as_secs_f64() * 1e6 / 100.0
+    );
     let corpus = corpus_gen::mixed_text(7, 10 * 1024 * 1024);
     let mb = corpus.len() as f64 / (1024.0 * 1024.0);
     let lines: Vec<&str> = corpus.lines().collect();
