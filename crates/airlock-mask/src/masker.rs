@@ -729,7 +729,13 @@ impl Masker {
                 _ => hits.push((a, m.start(), m.end())),
             }
         }
-        let inside = |pos: usize| protected.iter().any(|&(s, e)| s <= pos && pos < e);
+        // Placeholders come out of the automaton in order and never overlap, so starts and
+        // ends are both sorted: binary searches keep re-scans of large outputs linear-ish.
+        let overlaps = |start: usize, end: usize| {
+            let k = protected.partition_point(|&(_, e)| e <= start);
+            protected.get(k).is_some_and(|&(s, _)| s < end)
+        };
+        let inside = |pos: usize| overlaps(pos, pos + 1);
         let mut last_name_end = 0;
         for (a, s, e) in hits {
             if inside(s) {
@@ -768,7 +774,7 @@ impl Masker {
         }
         cands.retain(|c| {
             !self.disabled.contains(&c.kind)
-                && !protected.iter().any(|&(s, e)| c.start < e && s < c.end)
+                && !overlaps(c.start, c.end)
                 && !self.allowed(&text[floor_char(text, c.start)..ceil_char(text, c.end)])
         });
         merge(cands)
