@@ -37,6 +37,15 @@ struct RawConfig {
     hub: RawHub,
     scope: RawScope,
     exec: RawExec,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// The policy file (TOML, `version = 1`); reloaded on SIGHUP and when it changes.
+    file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +81,8 @@ struct RawScope {
 #[serde(deny_unknown_fields)]
 struct RawExec {
     /// Binaries whose exec is held: names looked up in `search_path`, or absolute paths.
+    /// Optional when a policy names the binaries.
+    #[serde(default)]
     watch: Vec<String>,
     /// Where names are looked up; default: a standard system PATH.
     #[serde(default)]
@@ -88,6 +99,8 @@ pub struct AgentConfig {
     pub scope_cgroups: Vec<PathBuf>,
     pub watch: Vec<String>,
     pub search_path: String,
+    /// Without a policy every watched action asks the hub with `decision_ttl`.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// The PATH used to resolve watched binary names when the config names none.
@@ -143,8 +156,10 @@ impl AgentConfig {
         if raw.scope.cgroups.is_empty() {
             return Err(invalid("scope.cgroups must name at least one cgroup".into()));
         }
-        if raw.exec.watch.is_empty() {
-            return Err(invalid("exec.watch must name at least one binary".into()));
+        if raw.exec.watch.is_empty() && raw.policy.is_none() {
+            return Err(invalid(
+                "exec.watch must name at least one binary (or set policy.file)".into(),
+            ));
         }
         if let Some(empty) = raw.exec.watch.iter().find(|w| w.trim().is_empty()) {
             return Err(invalid(format!("exec.watch contains an empty entry `{empty}`")));
@@ -157,6 +172,7 @@ impl AgentConfig {
             scope_cgroups: raw.scope.cgroups,
             watch: raw.exec.watch,
             search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
+            policy_file: raw.policy.map(|p| p.file),
         })
     }
 }
@@ -218,6 +234,14 @@ watch = ["aws", "/usr/bin/scp"]
             assert!(err.contains(expected), "`{err}` should mention `{expected}`");
             assert!(!err.contains('\n'), "error must be one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn a_policy_file_makes_the_watch_list_optional() {
+        let text = GOOD.replace("watch = [\"aws\", \"/usr/bin/scp\"]", "") + "[policy]\nfile = \"/etc/airlock/policy.toml\"\n";
+        let c = parse(&text).expect("valid");
+        assert!(c.watch.is_empty());
+        assert_eq!(c.policy_file.as_deref(), Some(Path::new("/etc/airlock/policy.toml")));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::{
     holds::{Coordinator, KernelAnswers, Msg},
     hub_client::{HubClient, HubError},
     loader::{self, GateSpec, LoadError},
+    policy_gate::PolicyGate,
     preflight::{self, HostFacts, PreflightError},
     resolve::{self, ResolveError},
     scope::{self, ScopeError},
@@ -38,6 +39,8 @@ pub enum DaemonError {
     Hub(#[from] HubError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy_gate::PolicyGateError),
     #[error("cannot watch the BPF ring buffer: {0}")]
     RingBuffer(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -52,6 +55,14 @@ pub enum DaemonError {
 pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     preflight::check(&HostFacts::read())?;
     let watched = resolve::resolve_all(&config.watch, &config.search_path)?;
+    let policy = match &config.policy_file {
+        Some(file) => Some(PolicyGate::load(file, &config.search_path)?),
+        None => None,
+    };
+    let mut kernel_watch = watched.clone();
+    kernel_watch.extend(policy.iter().flat_map(|p| p.watched.iter().cloned()));
+    kernel_watch.sort_by_key(|b| b.key);
+    kernel_watch.dedup_by_key(|b| b.key);
     let scope = config
         .scope_cgroups
         .iter()
@@ -68,9 +79,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let audit = AuditLog::open(&config.audit_log)?;
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
-    let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &watched })?;
+    let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &kernel_watch })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -80,7 +92,8 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         "agent",
         serde_json::json!({
             "event": "start",
-            "watched": watched.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
+            "watched": kernel_watch.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
+            "policy": policy.as_ref().map(|p| p.hash().to_owned()),
             "scope": scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
         }),
     )?;
@@ -93,9 +106,14 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         watched.clone(),
         hub.clone(),
         audit.clone(),
-        KernelAnswers { verdicts: gates.verdicts, pending: gates.pending },
+        KernelAnswers { verdicts: gates.verdicts, pending: gates.pending, watched_exec: gates.watched_exec },
         tx.clone(),
     );
+    coordinator.search_path = config.search_path.clone();
+    if let Some(file) = config.policy_file.clone() {
+        tokio::spawn(watch_policy_file(file, tx.clone()));
+    }
+    coordinator.policy = policy;
 
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
     let ring = unsafe { AsyncFd::register(gates.events) }
@@ -113,7 +131,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     });
 
     tracing::info!(
-        watched = watched.len(),
+        watched = kernel_watch.len(),
         cgroups = scope.len(),
         hub = %config.hub_url,
         "airlock agent ready"
@@ -125,6 +143,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let why = loop {
         tokio::select! {
             Some(msg) = rx.recv() => coordinator.handle(msg).await,
+            _ = sighup.recv() => coordinator.handle(Msg::ReloadPolicy("SIGHUP")).await,
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
@@ -134,6 +153,25 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     coordinator.deny_all("the agent is shutting down").await;
     let _ = audit.append("lifecycle", "agent", serde_json::json!({"event": "stop", "signal": why}));
     Ok(())
+}
+
+/// Asks for a reload when the policy file changes (content, size, or a replacing rename).
+/// Polling once a second is cheap and survives editors that write a new file and rename it.
+async fn watch_policy_file(path: std::path::PathBuf, tx: mpsc::Sender<Msg>) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != last {
+            last = now;
+            if tx.send(Msg::ReloadPolicy("file changed")).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, tx: mpsc::Sender<Msg>) {

@@ -24,23 +24,35 @@ use crate::{
     audit::AuditLog,
     events::HeldExec,
     hub_client::HubClient,
+    policy_gate::{self, PolicyGate},
     procinfo::{self, ProcessInfo},
     resolve::ResolvedBinary,
 };
+
+/// What the policy (or, without one, the watch list) says about a held action.
+enum Judgement {
+    Allow { rule: String },
+    Deny { rule: String, reason: String },
+    Ask { rule: String, reason: String, severity: String, requirements: Requirements },
+}
 
 /// Messages the coordinator acts on.
 pub enum Msg {
     Exec(HeldExec),
     Decision(DecisionEvent),
-    Expired(String),
+    /// The TTL ran out without word from the hub; apply the rule's on-timeout verdict.
+    Expired(String, Verdict),
     Exited(String),
     SubmitFailed(String, String),
+    /// Re-read the policy file (SIGHUP, or the file changed).
+    ReloadPolicy(&'static str),
 }
 
 /// The two kernel maps the answer goes through.
 pub struct KernelAnswers {
     pub verdicts: BpfHashMap<MapData, HoldKey, u32>,
     pub pending: BpfHashMap<MapData, HoldKey, u64>,
+    pub watched_exec: BpfHashMap<MapData, agent_common::InodeKey, u32>,
 }
 
 impl KernelAnswers {
@@ -83,6 +95,10 @@ pub struct Coordinator {
     pub kernel: KernelAnswers,
     pub awaiting: Arc<std::sync::Mutex<HashSet<String>>>,
     pub tx: mpsc::Sender<Msg>,
+    /// The policy in force; `None`: every watched action asks with `ttl`.
+    pub policy: Option<PolicyGate>,
+    /// Where binary names are looked up (for policy reloads).
+    pub search_path: String,
     held: HashMap<String, Held>,
 }
 
@@ -108,6 +124,8 @@ impl Coordinator {
             kernel,
             awaiting: Arc::default(),
             tx,
+            policy: None,
+            search_path: crate::config::DEFAULT_SEARCH_PATH.to_owned(),
             held: HashMap::new(),
         }
     }
@@ -116,8 +134,9 @@ impl Coordinator {
         match msg {
             Msg::Exec(exec) => self.on_exec(exec),
             Msg::Decision(event) => self.on_decision(event),
-            Msg::Expired(id) => self.finish(&id, Verdict::Deny, "expired", json!({"cause": "ttl"})),
+            Msg::Expired(id, verdict) => self.finish(&id, verdict, "expired", json!({"cause": "ttl"})),
             Msg::Exited(id) => self.on_exit(&id),
+            Msg::ReloadPolicy(trigger) => self.reload_policy(trigger),
             Msg::SubmitFailed(id, error) => self.finish(
                 &id,
                 Verdict::Deny,
@@ -132,13 +151,11 @@ impl Coordinator {
         let actor = procinfo::read(exec.tgid);
         let parents = procinfo::parents(exec.tgid);
         let cgroup = procinfo::cgroup(exec.tgid);
-        let rule = self
-            .watched
-            .iter()
-            .find(|w| w.key == exec.binary)
-            .map(|w| format!("exec.watch:{}", w.name))
-            .unwrap_or_else(|| "exec.watch".to_owned());
         let requester = procinfo::user_name(exec.uid);
+        let judgement = self.judge(&exec, &requester, &cgroup, &parents);
+        let rule = match &judgement {
+            Judgement::Allow { rule } | Judgement::Deny { rule, .. } | Judgement::Ask { rule, .. } => rule.clone(),
+        };
         let attempt = json!({
             "class": "exec",
             "agent": self.agent_id,
@@ -159,7 +176,22 @@ impl Coordinator {
             self.kernel.release(exec.key, Verdict::Deny);
             return;
         }
-        tracing::info!(request = %id, pid = exec.tgid, binary = %exec.path, argv = ?exec.argv, "exec held");
+        tracing::info!(request = %id, pid = exec.tgid, binary = %exec.path, argv = ?exec.argv, %rule, "exec held");
+        let (reason, severity, requirements) = match judgement {
+            Judgement::Allow { .. } => {
+                return self.decide_locally(id, exec, Verdict::Allow, &rule, "allowed by policy");
+            }
+            Judgement::Deny { reason, .. } => {
+                return self.decide_locally(id, exec, Verdict::Deny, &rule, &reason);
+            }
+            Judgement::Ask { reason, severity, requirements, .. } => (reason, severity, requirements),
+        };
+        let ttl = Duration::from_secs(u64::from(requirements.ttl_seconds.max(1)));
+        let on_timeout = if requirements.on_timeout == airlock_proto::v1::Verdict::Allow as i32 {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        };
 
         let submit = SubmitRequest {
             id: id.clone(),
@@ -173,15 +205,12 @@ impl Coordinator {
                 binary: exec.path.clone(),
                 argv: exec.argv.clone(),
                 rule_id: rule,
-                rule_reason: "exec of a watched export tool".into(),
-                severity: "high".into(),
+                rule_reason: reason,
+                severity,
                 impact: format!("runs {}", exec.argv.join(" ")),
                 ..Default::default()
             }),
-            requirements: Some(Requirements {
-                ttl_seconds: self.ttl.as_secs().max(1) as u32,
-                ..Default::default()
-            }),
+            requirements: Some(requirements),
         };
         let mut tasks = Vec::new();
         let tx = self.tx.clone();
@@ -192,12 +221,124 @@ impl Coordinator {
                 let _ = tx.send(Msg::SubmitFailed(submit_id, error.to_string())).await;
             }
         }));
-        tasks.push(spawn_timer(self.tx.clone(), id.clone(), self.ttl));
+        // The hub applies the TTL and its on-timeout outcome; this timer (a little later) is
+        // the fallback when the hub cannot tell us.
+        tasks.push(spawn_timer(self.tx.clone(), id.clone(), ttl + EXPIRY_GRACE, on_timeout));
         tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), exec.tgid));
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
         self.held.insert(id, Held { key: exec.key, exec, started: Instant::now(), tasks });
+    }
+
+    /// Validates the policy file completely, then switches to it. The kernel watches the
+    /// union of old and new binaries during the switch; a rejected file changes nothing.
+    fn reload_policy(&mut self, trigger: &'static str) {
+        let Some(current) = &self.policy else { return };
+        let (path, old_hash) = (current.path.clone(), current.hash().to_owned());
+        let new = match PolicyGate::load(&path, &self.search_path) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(%error, trigger, "policy reload rejected; the previous policy stays in force");
+                let _ = self.audit.append(
+                    "policy-reload",
+                    "policy",
+                    json!({"result": "rejected", "trigger": trigger, "file": path, "error": error.to_string(), "in_force": old_hash}),
+                );
+                return;
+            }
+        };
+        if new.hash() == old_hash {
+            tracing::debug!(trigger, "policy unchanged");
+            return;
+        }
+        for (index, binary) in new.watched.iter().enumerate() {
+            if let Err(error) = self.kernel.watched_exec.insert(binary.key, index as u32, 0) {
+                tracing::error!(%error, path = %binary.path.display(), "cannot watch binary; reload rejected");
+                let _ = self.audit.append("policy-reload", "policy", json!({"result": "rejected", "trigger": trigger, "error": error.to_string()}));
+                return;
+            }
+        }
+        let old = self.policy.replace(new);
+        let keep: std::collections::HashSet<_> = self
+            .watched
+            .iter()
+            .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
+            .map(|b| b.key)
+            .collect();
+        for binary in old.iter().flat_map(|p| p.watched.iter()).filter(|b| !keep.contains(&b.key)) {
+            let _ = self.kernel.watched_exec.remove(&binary.key);
+        }
+        let new_hash = self.policy.as_ref().map(|p| p.hash().to_owned());
+        tracing::info!(trigger, old = %old_hash, new = ?new_hash, "policy reloaded");
+        let _ = self.audit.append(
+            "policy-reload",
+            "policy",
+            json!({"result": "accepted", "trigger": trigger, "file": path, "old": old_hash, "new": new_hash, "watched": keep.len()}),
+        );
+    }
+
+    /// Asks the policy (or, without one, treats every watched binary as "ask").
+    fn judge(&self, exec: &HeldExec, user: &str, cgroup: &str, parents: &[ProcessInfo]) -> Judgement {
+        let Some(gate) = &self.policy else {
+            let rule = self
+                .watched
+                .iter()
+                .find(|w| w.key == exec.binary)
+                .map(|w| format!("exec.watch:{}", w.name))
+                .unwrap_or_else(|| "exec.watch".to_owned());
+            return Judgement::Ask {
+                rule,
+                reason: "exec of a watched export tool".into(),
+                severity: "high".into(),
+                requirements: Requirements { ttl_seconds: self.ttl.as_secs().max(1) as u32, ..Default::default() },
+            };
+        };
+        let mut action = airlock_policy::Action::exec(exec.path.clone(), exec.argv.clone());
+        action.uid = Some(exec.uid);
+        action.user = Some(user.to_owned());
+        action.cgroup = Some(cgroup.to_owned());
+        action.unit = cgroup.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_owned);
+        action.parents = parents
+            .iter()
+            .map(|p| airlock_policy::ParentProcess { pid: p.pid, binary: Some(p.binary.clone()), comm: Some(p.comm.clone()) })
+            .collect();
+        let decision = gate.evaluate(&action);
+        let rule = decision.rule_id.as_deref().map_or_else(|| "default".to_owned(), str::to_owned);
+        for hit in &decision.shadow {
+            tracing::info!(pid = exec.tgid, shadow = ?hit, "shadow rule would have applied");
+        }
+        let reason = decision.reason.as_deref().unwrap_or("policy").to_owned();
+        match &decision.effective {
+            airlock_policy::Outcome::Allow => Judgement::Allow { rule },
+            airlock_policy::Outcome::Deny => Judgement::Deny { rule, reason },
+            airlock_policy::Outcome::Ask(spec) => Judgement::Ask {
+                rule,
+                reason: spec.reason.clone().unwrap_or(reason),
+                severity: format!("{:?}", spec.severity).to_lowercase(),
+                requirements: policy_gate::requirements(spec),
+            },
+        }
+    }
+
+    /// Records the policy's own decision and releases the process at once.
+    fn decide_locally(&mut self, id: String, exec: HeldExec, verdict: Verdict, rule: &str, reason: &str) {
+        let fields = json!({
+            "cause": "policy",
+            "rule": rule,
+            "reason": reason,
+            "policy": self.policy.as_ref().map(|p| p.hash().to_owned()),
+            "verdict": if verdict == Verdict::Allow { "allow" } else { "deny" },
+        });
+        let verdict = match self.audit.append("decision", &id, fields) {
+            Ok(()) => verdict,
+            Err(error) => {
+                tracing::error!(%error, request = %id, "audit write failed; denying");
+                Verdict::Deny
+            }
+        };
+        tracing::info!(request = %id, pid = exec.tgid, ?verdict, rule, "decided by policy");
+        self.kernel.release(exec.key, verdict);
     }
 
     fn on_decision(&mut self, event: DecisionEvent) {
@@ -210,12 +351,19 @@ impl Coordinator {
             "cause": decision.cause,
         });
         let verdict = match state {
-            RequestState::Approved => Verdict::Allow,
             RequestState::Pending => return,
+            RequestState::Approved => Verdict::Allow,
+            // A rule may say "allow on timeout"; the hub carries that in the decision.
+            RequestState::Expired if decision.verdict == airlock_proto::v1::Verdict::Allow as i32 => Verdict::Allow,
             // Denied, expired, cancelled and anything unknown: deny.
             _ => Verdict::Deny,
         };
-        self.finish(&event.id, verdict, "decision", fields);
+        let kind = match state {
+            RequestState::Expired => "expired",
+            RequestState::Cancelled => "cancelled",
+            _ => "decision",
+        };
+        self.finish(&event.id, verdict, kind, fields);
     }
 
     fn on_exit(&mut self, id: &str) {
@@ -292,10 +440,13 @@ fn to_proto(p: &ProcessInfo) -> Process {
     }
 }
 
-fn spawn_timer(tx: mpsc::Sender<Msg>, id: String, ttl: Duration) -> JoinHandle<()> {
+/// How much longer than the TTL the agent waits for the hub's own expiry decision.
+const EXPIRY_GRACE: Duration = Duration::from_secs(2);
+
+fn spawn_timer(tx: mpsc::Sender<Msg>, id: String, ttl: Duration, verdict: Verdict) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(ttl).await;
-        let _ = tx.send(Msg::Expired(id)).await;
+        let _ = tx.send(Msg::Expired(id, verdict)).await;
     })
 }
 

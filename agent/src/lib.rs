@@ -12,6 +12,7 @@ pub mod holds;
 pub mod hub_client;
 pub mod loader;
 pub mod preflight;
+pub mod policy_gate;
 pub mod procinfo;
 pub mod resolve;
 pub mod scope;

@@ -48,6 +48,8 @@ pub struct Gates {
     /// Owns the programs and links; dropping it detaches everything.
     _ebpf: Ebpf,
     pub verdicts: HashMap<MapData, agent_common::HoldKey, u32>,
+    /// Watched binaries; rewritten on policy reload.
+    pub watched_exec: HashMap<MapData, InodeKey, u32>,
     pub pending: HashMap<MapData, agent_common::HoldKey, u64>,
     pub events: RingBuf<MapData>,
 }
@@ -91,6 +93,7 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
 
     Ok(Gates {
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
+        watched_exec: take_map(&mut ebpf, names::MAP_WATCHED_EXEC)?,
         pending: take_map(&mut ebpf, names::MAP_PENDING)?,
         events: take_map(&mut ebpf, names::MAP_EVENTS)?,
         _ebpf: ebpf,
