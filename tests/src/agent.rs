@@ -15,6 +15,8 @@ pub struct AgentSpec<'a> {
     pub cgroup: &'a Path,
     pub watch: Vec<PathBuf>,
     pub ttl: &'a str,
+    /// `[policy] file`, when the test drives decisions through a policy.
+    pub policy: Option<&'a Path>,
 }
 
 pub struct Agent {
@@ -31,12 +33,13 @@ impl Agent {
             "[agent]\nid = \"test-agent\"\naudit_log = {audit:?}\n\
              [hub]\nurl = {hub:?}\ndecision_ttl = {ttl:?}\n\
              [scope]\ncgroups = [{cg:?}]\n\
-             [exec]\nwatch = [{watch}]\n",
+             [exec]\nwatch = [{watch}]\n{policy}",
             audit = audit.display().to_string(),
             hub = spec.hub_url,
             ttl = spec.ttl,
             cg = spec.cgroup.display().to_string(),
             watch = watch.join(", "),
+            policy = spec.policy.map(|p| format!("[policy]\nfile = {:?}\n", p.display().to_string())).unwrap_or_default(),
         )
     }
 
@@ -91,6 +94,12 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGHUP (policy reload).
+    pub fn hangup(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     }
 
     /// Graceful stop (SIGTERM) and wait.

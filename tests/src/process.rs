@@ -7,8 +7,13 @@ use std::{
 };
 
 /// Spawns `cmd` with its child moved into `cgroup` before exec, so the exec itself is in
-/// scope. Output is piped.
+/// scope. Output is piped. Panics if the exec fails; see [`try_spawn_in`].
 pub fn spawn_in(cgroup: &Path, cmd: &mut Command) -> Child {
+    try_spawn_in(cgroup, cmd).unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"))
+}
+
+/// Like [`spawn_in`], returning the exec's error (EPERM when airlock denied it).
+pub fn try_spawn_in(cgroup: &Path, cmd: &mut Command) -> std::io::Result<Child> {
     let procs = cgroup.join("cgroup.procs");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     // SAFETY: the closure only makes async-signal-safe syscalls (open/write/close).
@@ -17,7 +22,7 @@ pub fn spawn_in(cgroup: &Path, cmd: &mut Command) -> Child {
             std::fs::write(&procs, std::process::id().to_string())
         });
     }
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"))
+    cmd.spawn()
 }
 
 /// The one-letter state of `pid` (R, S, T, Z…), or None when it is gone.

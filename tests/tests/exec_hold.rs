@@ -21,8 +21,6 @@ use airlock_tests::{
     wait_for, SLOW,
 };
 
-const NEEDS_LSM: &str = "needs root and BPF LSM: run with `cargo xtask test`";
-
 struct Setup {
     hub: Hub,
     agent: Agent,
@@ -41,6 +39,7 @@ fn setup(name: &str, ttl: &str) -> Setup {
         cgroup: &cgroup.path,
         watch: vec![tool.clone()],
         ttl,
+        policy: None,
     });
     Setup { hub, agent, cgroup, tool, _dir: dir }
 }

@@ -22,7 +22,7 @@ fn main() {
     let tool = tool_copy(dir.path(), "bench-tool", "/bin/true");
     let cgroup = TestCgroup::new("latency");
     let hub = Hub::start("300s");
-    let _agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![tool.clone()], ttl: "120s" });
+    let _agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![tool.clone()], ttl: "120s", policy: None });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let approver = rt.block_on(hub.approver("bench-approver"));
     let mut stream = rt.block_on(approver.watch());

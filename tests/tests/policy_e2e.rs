@@ -1,0 +1,151 @@
+//! The policy decides held actions in the real agent: allow and deny without bothering a
+//! human, ask with the rule's requirements; reloads switch policies with no action lost or
+//! judged by a mix of versions. Kernel tier (root + BPF LSM; `cargo xtask test`).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{atomic::{AtomicBool, Ordering}, Arc},
+    time::Duration,
+};
+
+use airlock_tests::{
+    agent::{Agent, AgentSpec},
+    cgroup::TestCgroup,
+    hub::Hub,
+    process::{tool_copy, try_spawn_in},
+    SLOW,
+};
+
+const HEADER: &str = "version = 1\n[defaults]\nexec = \"allow\"\nconnect = \"allow\"\nsend = \"allow\"\nopen = \"allow\"\n[defaults.ask]\napprovers = [\"oncall\"]\nttl = \"2m\"\n[groups.oncall]\n";
+
+fn rule(id: &str, binary: &Path, extra: &str, outcome: &str) -> String {
+    format!("[[rule]]\nid = \"{id}\"\non = [\"exec\"]\nbinary = [\"{}\"]\n{extra}outcome = \"{outcome}\"\n", binary.display())
+}
+
+fn hash_of(text: &str) -> String {
+    airlock_policy::Policy::from_str("p.toml", text).expect("valid policy").hash().to_owned()
+}
+
+/// Runs `tool args` inside `cgroup` and returns whether the exec was allowed.
+fn exec_allowed(cgroup: &Path, tool: &Path, args: &[&str]) -> bool {
+    match try_spawn_in(cgroup, Command::new(tool).args(args)) {
+        Ok(child) => child.wait_with_output().map(|o| o.status.success()).unwrap_or(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+        Err(e) => panic!("exec of {} failed unexpectedly: {e}", tool.display()),
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn rules_allow_deny_and_ask_without_and_with_a_human() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = tool_copy(dir.path(), "exporter", "/bin/echo");
+    let dumper = tool_copy(dir.path(), "dumper", "/bin/echo");
+    let policy = dir.path().join("policy.toml");
+    let text = format!(
+        "{HEADER}{}{}{}",
+        rule("dry-runs-are-fine", &exporter, "argv = [\"--dry-run\"]\n", "allow"),
+        rule("exports-ask", &exporter, "reason = \"exports leave the host\"\n", "ask"),
+        rule("no-dumps", &dumper, "reason = \"dumps are never allowed\"\n", "deny"),
+    );
+    std::fs::write(&policy, &text).expect("policy");
+    let cgroup = TestCgroup::new("policy-rules");
+    let hub = Hub::start("300s");
+    let agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![], ttl: "2m", policy: Some(&policy) });
+
+    assert!(exec_allowed(&cgroup.path, &exporter, &["--dry-run"]), "allowed by rule without asking");
+    assert!(!exec_allowed(&cgroup.path, &dumper, &["db"]), "denied by rule");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let approver = rt.block_on(hub.approver("alice"));
+    assert!(rt.block_on(approver.list(&[])).is_empty(), "neither decision involved the hub");
+
+    // An export without --dry-run asks; the request carries the rule and its reason.
+    let spawned = {
+        let (cg, tool) = (cgroup.path.clone(), exporter.clone());
+        std::thread::spawn(move || exec_allowed(&cg, &tool, &["s3://x"]))
+    };
+    let request = rt.block_on(approver.watch_for(SLOW, |r| r.action.as_ref().is_some_and(|a| a.rule_id == "exports-ask")));
+    let action = request.action.clone().expect("action");
+    assert_eq!(action.rule_reason, "exports leave the host");
+    assert_eq!(request.requirements.as_ref().map(|r| r.ttl_seconds), Some(120));
+    hub.cli_ok("alice", &["approve", &request.id]);
+    assert!(spawned.join().expect("thread"), "approved export runs");
+
+    let records = agent.audit_records();
+    let by_rule = |rule: &str| records.iter().filter(|r| r["kind"] == "decision" && r["rule"] == rule).count();
+    assert_eq!(by_rule("dry-runs-are-fine"), 1);
+    assert_eq!(by_rule("no-dumps"), 1);
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn reloads_under_load_lose_and_misjudge_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = tool_copy(dir.path(), "flaky-tool", "/bin/true");
+    let policy = dir.path().join("policy.toml");
+    // Both versions watch the tool (a non-allow rule names it); A lets ordinary runs
+    // through by default, B denies them.
+    let allow_text = format!("{HEADER}{}", rule("only-never", &tool, "argv = [\"--never\"]\n", "deny"));
+    let deny_text = format!("{HEADER}{}", rule("deny-all-runs", &tool, "", "deny"));
+    let broken_text = format!("{HEADER}[[rule]]\nid = \"broken\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n");
+    let verdict_of: HashMap<String, bool> = HashMap::from([(hash_of(&allow_text), true), (hash_of(&deny_text), false)]);
+    std::fs::write(&policy, &allow_text).expect("policy");
+
+    let cgroup = TestCgroup::new("policy-reload");
+    let hub = Hub::start("300s");
+    let agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![], ttl: "2m", policy: Some(&policy) });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (stop, cg, tool) = (stop.clone(), cgroup.path.clone(), tool.clone());
+        std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                outcomes.push(exec_allowed(&cg, &tool, &[]));
+            }
+            outcomes
+        })
+    };
+    let reloads = 100;
+    for i in 0..reloads {
+        let text = match i % 3 {
+            0 => &deny_text,
+            1 => &broken_text,
+            _ => &allow_text,
+        };
+        write_atomically(&policy, text);
+        agent.hangup();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let outcomes = runner.join().expect("runner");
+    // Let the last decisions reach the audit log.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let records = agent.audit_records();
+    let decisions: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
+    assert_eq!(decisions.len(), outcomes.len(), "every exec judged exactly once ({} execs)", outcomes.len());
+    for (outcome, record) in outcomes.iter().zip(&decisions) {
+        let hash = record["policy"].as_str().expect("decision names its policy");
+        let expected = verdict_of.get(hash).copied().unwrap_or_else(|| panic!("judged by an unknown policy {hash}"));
+        assert_eq!(*outcome, expected, "exec outcome differs from the policy that judged it: {record}");
+        assert_eq!(record["verdict"] == "allow", expected, "{record}");
+    }
+    let rejected = records.iter().filter(|r| r["kind"] == "policy-reload" && r["result"] == "rejected").count();
+    let accepted = records.iter().filter(|r| r["kind"] == "policy-reload" && r["result"] == "accepted").count();
+    assert!(rejected >= reloads / 3 - 1, "broken policies rejected and audited ({rejected})");
+    assert!(accepted >= reloads / 3, "valid policies switched ({accepted})");
+    let bad_line = format!("policy.toml:{}:", HEADER.lines().count() + 4);
+    let located = records.iter().any(|r| r["kind"] == "policy-reload" && r["error"].as_str().is_some_and(|e| e.contains(&bad_line)));
+    assert!(located, "rejections carry file:line:column ({bad_line})");
+    assert!(outcomes.len() >= 20, "the load loop ran ({} execs)", outcomes.len());
+    assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o), "both policies judged some execs");
+}
+
+fn write_atomically(path: &PathBuf, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
