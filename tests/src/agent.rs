@@ -51,7 +51,7 @@ impl Agent {
         std::fs::write(&config, Self::config_text(spec, &audit)).expect("write config");
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).expect("notify socket");
-        socket.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
         let log = dir.path().join("agent.log");
         let child = Command::new(airlock_bin())
             .args(["run", "--config"])
@@ -66,15 +66,17 @@ impl Agent {
             .expect("spawn agent");
         let mut agent = Self { child, dir, log, audit };
         let mut buf = [0u8; 256];
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            match socket.recv(&mut buf) {
-                Ok(n) if String::from_utf8_lossy(&buf[..n]).contains("READY=1") => break,
-                Ok(_) => continue,
-                Err(e) => panic!("agent never became ready ({e}); log:\n{}", agent.log_text()),
+            if let Ok(n) = socket.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).contains("READY=1")
+            {
+                break;
             }
-        }
-        if let Ok(Some(status)) = agent.child.try_wait() {
-            panic!("agent exited early ({status}); log:\n{}", agent.log_text());
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("agent exited before it was ready ({status}); log:\n{}", agent.log_text());
+            }
+            assert!(std::time::Instant::now() < deadline, "agent not ready after 120 s; log:\n{}", agent.log_text());
         }
         agent
     }

@@ -46,7 +46,7 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
     let policy = dir.path().join("policy.toml");
     let text = format!(
         "{HEADER}{}{}{}",
-        rule("dry-runs-are-fine", &exporter, "argv = [\"--dry-run\"]\n", "allow"),
+        rule("dry-runs-are-fine", &exporter, "argv = [{ glob = \"--dry-run\" }]\n", "allow"),
         rule("exports-ask", &exporter, "reason = \"exports leave the host\"\n", "ask"),
         rule("no-dumps", &dumper, "reason = \"dumps are never allowed\"\n", "deny"),
     );
@@ -70,7 +70,11 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
     let action = request.action.clone().expect("action");
     assert_eq!(action.rule_reason, "exports leave the host");
     assert_eq!(request.requirements.as_ref().map(|r| r.ttl_seconds), Some(120));
-    hub.cli_ok("alice", &["approve", &request.id]);
+    // The rule's approver group is enforced by the hub: outsiders cannot approve.
+    let outsider = hub.cli("mallory", &["approve", &request.id]);
+    assert_eq!(outsider.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&outsider.stderr).contains("approver groups"));
+    hub.cli_ok("alice", &["--groups", "oncall", "approve", &request.id]);
     assert!(spawned.join().expect("thread"), "approved export runs");
 
     let records = agent.audit_records();
@@ -87,7 +91,7 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     let policy = dir.path().join("policy.toml");
     // Both versions watch the tool (a non-allow rule names it); A lets ordinary runs
     // through by default, B denies them.
-    let allow_text = format!("{HEADER}{}", rule("only-never", &tool, "argv = [\"--never\"]\n", "deny"));
+    let allow_text = format!("{HEADER}{}", rule("only-never", &tool, "argv = [{ glob = \"--never\" }]\n", "deny"));
     let deny_text = format!("{HEADER}{}", rule("deny-all-runs", &tool, "", "deny"));
     let broken_text = format!("{HEADER}[[rule]]\nid = \"broken\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n");
     let verdict_of: HashMap<String, bool> = HashMap::from([(hash_of(&allow_text), true), (hash_of(&deny_text), false)]);
