@@ -65,7 +65,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     for cgroup in &scope {
         tracing::debug!(path = %cgroup.path.display(), id = cgroup.id, "scope");
     }
-    let audit = AuditLog::open(&config.audit_log)?;
+    let audit = AuditLog::open(&config.audit.dir.join("audit.jsonl"))?;
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
     let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &watched })?;
