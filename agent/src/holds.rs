@@ -17,11 +17,12 @@ use airlock_proto::v1::{
     SubmitRequest,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use serde_json::json;
+use airlock_audit::OutcomeKind;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{
-    audit::AuditLog,
+    audit::AuditTrail,
+    record::Settlement,
     events::HeldExec,
     hub_client::HubClient,
     procinfo::{self, ProcessInfo},
@@ -69,6 +70,9 @@ impl KernelAnswers {
 struct Held {
     key: HoldKey,
     exec: HeldExec,
+    /// The masked context as submitted (the only form kept, logged and audited).
+    masked: ActionContext,
+    requirements: Requirements,
     started: Instant,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -79,7 +83,7 @@ pub struct Coordinator {
     pub ttl: Duration,
     pub watched: Vec<ResolvedBinary>,
     pub hub: HubClient,
-    pub audit: AuditLog,
+    pub audit: AuditTrail,
     pub kernel: KernelAnswers,
     pub awaiting: Arc<std::sync::Mutex<HashSet<String>>>,
     pub tx: mpsc::Sender<Msg>,
@@ -94,7 +98,7 @@ impl Coordinator {
         ttl: Duration,
         watched: Vec<ResolvedBinary>,
         hub: HubClient,
-        audit: AuditLog,
+        audit: AuditTrail,
         kernel: KernelAnswers,
         tx: mpsc::Sender<Msg>,
     ) -> Self {
@@ -116,14 +120,9 @@ impl Coordinator {
         match msg {
             Msg::Exec(exec) => self.on_exec(exec),
             Msg::Decision(event) => self.on_decision(event),
-            Msg::Expired(id) => self.finish(&id, Verdict::Deny, "expired", json!({"cause": "ttl"})),
+            Msg::Expired(id) => self.finish(&id, Verdict::Deny, Settlement::Expired),
             Msg::Exited(id) => self.on_exit(&id),
-            Msg::SubmitFailed(id, error) => self.finish(
-                &id,
-                Verdict::Deny,
-                "hub-unreachable",
-                json!({"cause": "submit failed; fail mode deny", "error": error}),
-            ),
+            Msg::SubmitFailed(id, error) => self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error)),
         }
     }
 
@@ -139,49 +138,38 @@ impl Coordinator {
             .map(|w| format!("exec.watch:{}", w.name))
             .unwrap_or_else(|| "exec.watch".to_owned());
         let requester = procinfo::user_name(exec.uid);
-        let attempt = json!({
-            "class": "exec",
-            "agent": self.agent_id,
-            "pid": exec.tgid,
-            "tid": exec.tid,
-            "uid": exec.uid,
-            "user": requester,
-            "cgroup": cgroup,
-            "binary": exec.path,
-            "argv": exec.argv,
-            "argv_truncated": exec.argv_truncated,
-            "parents": parents.iter().map(|p| json!({"pid": p.pid, "binary": p.binary, "comm": p.comm})).collect::<Vec<_>>(),
-            "rule": rule,
-        });
-        // Durable before anyone is asked: if it cannot be recorded it does not happen.
-        if let Err(error) = self.audit.append("attempt", &id, attempt) {
-            tracing::error!(%error, pid = exec.tgid, "audit write failed; denying");
-            self.kernel.release(exec.key, Verdict::Deny);
-            return;
-        }
-        tracing::info!(request = %id, pid = exec.tgid, binary = %exec.path, argv = ?exec.argv, "exec held");
-
+        let raw = ActionContext {
+            class: ActionClass::Exec as i32,
+            actor: actor.as_ref().map(to_proto),
+            parents: parents.iter().map(to_proto).collect(),
+            cgroup,
+            binary: exec.path.clone(),
+            argv: exec.argv.clone(),
+            rule_id: rule,
+            rule_reason: "exec of a watched export tool".into(),
+            severity: "high".into(),
+            impact: format!("runs {}", exec.argv.join(" ")),
+            ..Default::default()
+        };
+        let requirements = Requirements { ttl_seconds: self.ttl.as_secs().max(1) as u32, ..Default::default() };
+        // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
+        // recorded it does not happen. From here on only the masked context is used.
+        let masked = match self.audit.hold(&id, &raw, &requester, exec.tid) {
+            Ok(masked) => masked,
+            Err(error) => {
+                tracing::error!(%error, request = %id, pid = exec.tgid, "cannot record the attempt; denying");
+                self.kernel.release(exec.key, Verdict::Deny);
+                return;
+            }
+        };
+        drop(raw);
+        tracing::info!(request = %id, pid = exec.tgid, binary = %masked.binary, argv = ?masked.argv, "exec held");
         let submit = SubmitRequest {
             id: id.clone(),
             host: self.host.clone(),
             requester: requester.clone(),
-            action: Some(ActionContext {
-                class: ActionClass::Exec as i32,
-                actor: actor.as_ref().map(to_proto),
-                parents: parents.iter().map(to_proto).collect(),
-                cgroup,
-                binary: exec.path.clone(),
-                argv: exec.argv.clone(),
-                rule_id: rule,
-                rule_reason: "exec of a watched export tool".into(),
-                severity: "high".into(),
-                impact: format!("runs {}", exec.argv.join(" ")),
-                ..Default::default()
-            }),
-            requirements: Some(Requirements {
-                ttl_seconds: self.ttl.as_secs().max(1) as u32,
-                ..Default::default()
-            }),
+            action: Some(masked.clone()),
+            requirements: Some(requirements.clone()),
         };
         let mut tasks = Vec::new();
         let tx = self.tx.clone();
@@ -197,31 +185,26 @@ impl Coordinator {
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
-        self.held.insert(id, Held { key: exec.key, exec, started: Instant::now(), tasks });
+        self.held.insert(id, Held { key: exec.key, exec, masked, requirements, started: Instant::now(), tasks });
     }
 
     fn on_decision(&mut self, event: DecisionEvent) {
         let state = RequestState::try_from(event.state).unwrap_or(RequestState::Unspecified);
-        let decision = event.decision.unwrap_or_default();
-        let fields = json!({
-            "state": format!("{state:?}"),
-            "approvers": decision.approvers,
-            "reason": decision.reason,
-            "cause": decision.cause,
-        });
         let verdict = match state {
             RequestState::Approved => Verdict::Allow,
             RequestState::Pending => return,
             // Denied, expired, cancelled and anything unknown: deny.
             _ => Verdict::Deny,
         };
-        self.finish(&event.id, verdict, "decision", fields);
+        self.finish(&event.id.clone(), verdict, Settlement::Hub(event));
     }
 
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        let _ = self.audit.append("outcome", id, json!({"result": "process-died", "pid": held.exec.tgid}));
+        if let Err(error) = self.audit.outcome(id, &held.masked, held.exec.tid, OutcomeKind::ProcessDied, "the held process exited before a verdict") {
+            tracing::error!(%error, request = %id, "cannot record the outcome");
+        }
         tracing::info!(request = %id, pid = held.exec.tgid, "held process died; cancelling");
         let hub = self.hub.clone();
         let id = id.to_owned();
@@ -234,24 +217,26 @@ impl Coordinator {
 
     /// Records why, then releases the process with `verdict`. Later messages for the same
     /// id find nothing and are ignored, so a release happens exactly once.
-    fn finish(&mut self, id: &str, verdict: Verdict, kind: &str, mut fields: serde_json::Value) {
+    fn finish(&mut self, id: &str, verdict: Verdict, how: Settlement) {
         let Some(held) = self.remove(id) else { return };
         let waited_ms = held.started.elapsed().as_millis() as u64;
-        if let Some(obj) = fields.as_object_mut() {
-            obj.insert("verdict".into(), json!(if verdict == Verdict::Allow { "allow" } else { "deny" }));
-            obj.insert("waited_ms".into(), json!(waited_ms));
-        }
-        if let Err(error) = self.audit.append(kind, id, fields) {
+        let allow = verdict == Verdict::Allow;
+        if let Err(error) = self.audit.decision(id, &held.masked, &held.requirements, allow, &how) {
             // The decision stands (denying a decided approval would surprise the approver
             // less than a lost record would surprise the auditor, but an unrecorded allow
             // is worse): fail closed.
             tracing::error!(%error, request = %id, "audit write failed; denying");
             self.kernel.release(held.key, Verdict::Deny);
+            let _ = self.audit.outcome(id, &held.masked, held.exec.tid, OutcomeKind::Denied, "denied: the decision could not be audited");
             return;
         }
         self.kernel.release(held.key, verdict);
         tracing::info!(request = %id, pid = held.exec.tgid, ?verdict, waited_ms, "released");
-        if kind == "expired" {
+        let detail = format!("{} after {waited_ms} ms; the process was resumed", if allow { "allowed" } else { "denied (EPERM)" });
+        if let Err(error) = self.audit.outcome(id, &held.masked, held.exec.tid, crate::record::outcome_kind(allow, &how), &detail) {
+            tracing::error!(%error, request = %id, "cannot record the outcome");
+        }
+        if matches!(how, Settlement::Expired) {
             let hub = self.hub.clone();
             let id = id.to_owned();
             tokio::spawn(async move {
@@ -275,7 +260,7 @@ impl Coordinator {
     pub async fn deny_all(&mut self, why: &str) {
         let ids: Vec<String> = self.held.keys().cloned().collect();
         for id in ids {
-            self.finish(&id, Verdict::Deny, "shutdown", json!({"cause": why}));
+            self.finish(&id, Verdict::Deny, Settlement::Shutdown(why.to_owned()));
             let _ = tokio::time::timeout(Duration::from_secs(2), self.hub.cancel(&id, why)).await;
         }
     }

@@ -13,7 +13,10 @@ pub mod hub_client;
 pub mod loader;
 pub mod preflight;
 pub mod procinfo;
+pub mod record;
+pub mod redact;
 pub mod resolve;
+pub mod reveal;
 pub mod scope;
 
 /// Milliseconds since the Unix epoch (the unit of every time in airlock's records).
