@@ -247,7 +247,7 @@ mod tests {
             .expect("pub");
         let mut opts = VerifyOptions::new(vec![public]);
         opts.tail = TailCheck::Closed;
-        let report = verify(&[s.dir.clone()], &opts).expect("verify");
+        let report = verify(std::slice::from_ref(&s.dir), &opts).expect("verify");
         assert!(report.ok(), "{:?}", report.finding);
     }
 

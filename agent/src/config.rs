@@ -329,7 +329,7 @@ impl AgentConfig {
 fn one_line(message: &str) -> String {
     let mut lines = message.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or_default().trim().to_owned();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first => format!("{first} ({})", last.trim()),
         _ => first,
     }
@@ -438,7 +438,7 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
         assert!(err.to_string().starts_with("cannot read config file /nonexistent/agent.toml"));
     }
 }
