@@ -66,12 +66,10 @@ struct RevealArgs {
     /// The agent's audit signing key (used only when no agent is running).
     #[arg(long, default_value = airlock_audit::cli::DEFAULT_KEY)]
     signing_key: PathBuf,
-    /// Why the context is revealed (recorded).
+    /// Why the context is revealed (recorded). Who reveals is `--as` (default $SUDO_USER,
+    /// else $USER), recorded together with the caller's uid.
     #[arg(long, default_value = "")]
     reason: String,
-    /// Who is revealing (recorded together with the caller's uid); default $SUDO_USER or $USER.
-    #[arg(long = "as")]
-    who: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -113,8 +111,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(command) => Ok(airlock_audit::cli::exit_code(airlock_audit::cli::run(command))),
         Command::Reveal(args) => {
-            let who = args
-                .who
+            let who = cli
+                .approver
+                .principal
                 .or_else(|| std::env::var("SUDO_USER").ok())
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".to_owned());
@@ -173,4 +172,14 @@ fn init_tracing(filter: &str) {
         .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

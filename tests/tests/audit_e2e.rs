@@ -107,7 +107,7 @@ fn approved_and_denied_execs_are_audited_and_the_chain_verifies() {
         assert_eq!(attempt["disposition"], "Delayed");
         assert_eq!(attempt["process"]["file"]["path"], tool.display().to_string());
         assert!(airlock_of(attempt)["sealed_context"].as_str().is_some_and(|s| !s.is_empty()), "{attempt}");
-        assert_eq!(airlock_of(attempt)["policy"]["rule"], "exec.watch:export-tool");
+        assert_eq!(airlock_of(attempt)["policy"]["rule"], format!("exec.watch:{}", tool.display()));
         assert_eq!(airlock_of(decision)["verdict"], verdict);
         assert_eq!(airlock_of(decision)["decided_by"], serde_json::json!([who]));
         assert_eq!(airlock_of(decision)["quorum"]["met"], 1);

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{setup, vm};
+use xtask::{bench, eval_masking, setup, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
@@ -21,6 +21,14 @@ enum Command {
     /// Boot Debian kernels under QEMU and run commands inside them.
     #[command(subcommand)]
     Vm(vm::cli::Command),
+    /// Per-detector recall/precision of the masking library on a labelled corpus.
+    EvalMasking(eval_masking::Options),
+    /// Run a library benchmark and print its numbers (`audit`, `mask`).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: bench::Which,
+    },
 }
 
 fn main() -> ExitCode {
@@ -28,6 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(opts) => setup::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Vm(cmd) => vm::cli::run(cmd),
+        Command::EvalMasking(opts) => eval_masking::run(&opts),
+        Command::Bench { which } => bench::run(which).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
