@@ -34,7 +34,10 @@ pub struct Options {
 /// # Errors
 /// The corpus cannot be read or parsed.
 pub fn run(opts: &Options) -> Result<ExitCode> {
-    let corpus = opts.corpus.clone().unwrap_or_else(|| workspace_root().join(DEFAULT_CORPUS));
+    let corpus = opts
+        .corpus
+        .clone()
+        .unwrap_or_else(|| workspace_root().join(DEFAULT_CORPUS));
     let report = airlock_mask::eval::evaluate(&corpus)
         .with_context(|| format!("evaluating {}", corpus.display()))?;
     println!("corpus {}", corpus.display());
@@ -44,9 +47,16 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
             println!("  {e}");
         }
     }
-    let ok = report.meets(opts.min_recall.unwrap_or(0.0), opts.min_precision.unwrap_or(0.0));
+    let ok = report.meets(
+        opts.min_recall.unwrap_or(0.0),
+        opts.min_precision.unwrap_or(0.0),
+    );
     if !ok {
         println!("below the requested recall/precision");
     }
-    Ok(if ok && report.leaked == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok && report.leaked == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
