@@ -416,7 +416,7 @@ impl Masker {
     /// Masks free text (command lines, payload heads, JSON bodies, file paths, logs).
     #[must_use]
     pub fn mask_text(&self, text: &str) -> Masked {
-        let cands = self.resolve(text, Vec::new());
+        let cands = self.resolve(text, |_, _| Vec::new());
         self.render(text, cands, None)
     }
 
@@ -430,17 +430,27 @@ impl Masker {
     /// (`*_PASSWORD`, `*_TOKEN`, `AWS_SECRET_ACCESS_KEY`…), else what the detectors find.
     #[must_use]
     pub fn mask_env(&self, name: &str, value: &str) -> Masked {
-        let mut explicit = Vec::new();
-        if let Some(field) = self.classify(name.as_bytes()) {
-            push_whole_value(&mut explicit, value, 0, field);
-        }
-        let cands = self.resolve(value, explicit);
+        let field = self.classify(name.as_bytes());
+        let fields = |_: &Self, v: &str| {
+            let mut out = Vec::new();
+            if let Some(field) = field {
+                push_whole_value(&mut out, v, 0, field);
+            }
+            out
+        };
+        let cands = self.resolve(value, fields);
         self.render(value, cands, None)
     }
 
     /// Masks an HTTP request head (request line and headers, `\n` or `\r\n` separated).
     #[must_use]
     pub fn mask_http_head(&self, head: &str) -> Masked {
+        let cands = self.resolve(head, Self::http_head_fields);
+        self.render(head, cands, None)
+    }
+
+    /// Structured spans of an HTTP head: values of headers whose names look secret.
+    fn http_head_fields(&self, head: &str) -> Vec<Cand> {
         let mut explicit = Vec::new();
         let mut offset = 0;
         for (i, line) in head.split_inclusive('\n').enumerate() {
@@ -471,8 +481,7 @@ impl Masker {
                 field,
             );
         }
-        let cands = self.resolve(head, explicit);
-        self.render(head, cands, None)
+        explicit
     }
 
     /// Masks an argument vector with flag semantics: `--password X`, `--password=X`,
@@ -600,7 +609,8 @@ impl Masker {
             findings: Vec::new(),
         };
         for (idx, (arg, exp)) in argv.iter().zip(explicit).enumerate() {
-            let cands = self.resolve(arg, exp);
+            let mut first = Some(exp);
+            let cands = self.resolve(arg, |_, _| first.take().unwrap_or_default());
             let m = self.render(arg, cands, Some(idx));
             out.argv.push(m.text);
             out.findings.extend(m.findings);
@@ -719,7 +729,13 @@ impl Masker {
                 _ => hits.push((a, m.start(), m.end())),
             }
         }
-        let inside = |pos: usize| protected.iter().any(|&(s, e)| s <= pos && pos < e);
+        // Placeholders come out of the automaton in order and never overlap, so starts and
+        // ends are both sorted: binary searches keep re-scans of large outputs linear-ish.
+        let overlaps = |start: usize, end: usize| {
+            let k = protected.partition_point(|&(_, e)| e <= start);
+            protected.get(k).is_some_and(|&(s, _)| s < end)
+        };
+        let inside = |pos: usize| overlaps(pos, pos + 1);
         let mut last_name_end = 0;
         for (a, s, e) in hits {
             if inside(s) {
@@ -758,7 +774,7 @@ impl Masker {
         }
         cands.retain(|c| {
             !self.disabled.contains(&c.kind)
-                && !protected.iter().any(|&(s, e)| c.start < e && s < c.end)
+                && !overlaps(c.start, c.end)
                 && !self.allowed(&text[floor_char(text, c.start)..ceil_char(text, c.end)])
         });
         merge(cands)
@@ -977,7 +993,8 @@ impl Masker {
                     count += 1;
                     last_digit = p;
                 } else if matches!(b[p], b' ' | b'-' | b'.' | b'(' | b')')
-                    && b.get(p + 1).is_some_and(|x| x.is_ascii_digit() || *x == b'(')
+                    && b.get(p + 1)
+                        .is_some_and(|x| x.is_ascii_digit() || *x == b'(')
                 {
                     if b[p] == b' ' && spaces < space_ends.len() {
                         space_ends[spaces] = (count, p);
@@ -1100,34 +1117,33 @@ impl Masker {
     /// number before it stands alone), so the output is scanned again and whatever appears
     /// is added, in input coordinates, until nothing new appears. This is what makes
     /// `mask(mask(x)) == mask(x)` hold. Inputs without findings are scanned once.
-    fn resolve(&self, text: &str, explicit: Vec<Cand>) -> Vec<Cand> {
+    /// `fields` yields the API's structured spans (header values, env values) for a text and
+    /// is applied to every re-scan too, since a placeholder can also change line structure.
+    fn resolve(&self, text: &str, mut fields: impl FnMut(&Self, &str) -> Vec<Cand>) -> Vec<Cand> {
         const MAX_ROUNDS: usize = 4;
-        let mut cands = self.scan(text, explicit);
+        let mut cands = self.scan(text, fields(self, text));
         for _ in 0..MAX_ROUNDS {
             if cands.is_empty() {
                 break;
             }
-            let masked = self.render(text, cands.clone(), None);
-            let extra = self.scan(&masked.text, Vec::new());
+            let (masked, segments) = provisional(text, &cands);
+            let extra = self.scan(&masked, fields(self, &masked));
             if extra.is_empty() {
                 break;
             }
-            // Copied (unmasked) segments: (output start, output end, input start).
-            let mut segments = Vec::with_capacity(masked.findings.len() + 1);
-            let (mut in_pos, mut out_pos) = (0, 0);
-            for f in &masked.findings {
-                let len = f.start - in_pos;
-                segments.push((out_pos, out_pos + len, in_pos));
-                out_pos += len + f.placeholder().len();
-                in_pos = f.end;
-            }
-            segments.push((out_pos, out_pos + (text.len() - in_pos), in_pos));
             let before = cands.len();
             for c in extra {
                 // New candidates never overlap a placeholder (scan drops those), so each
                 // lies inside one copied segment.
-                if let Some(&(os, _, is)) = segments.iter().find(|&&(os, oe, _)| os <= c.start && c.end <= oe) {
-                    cands.push(Cand { start: c.start - os + is, end: c.end - os + is, kind: c.kind });
+                let k = segments.partition_point(|&(os, _, _)| os <= c.start);
+                if let Some(&(os, oe, is)) = k.checked_sub(1).and_then(|k| segments.get(k))
+                    && c.end <= oe
+                {
+                    cands.push(Cand {
+                        start: c.start - os + is,
+                        end: c.end - os + is,
+                        kind: c.kind,
+                    });
                 }
             }
             if cands.len() == before {
@@ -1173,6 +1189,30 @@ impl Masker {
             findings,
         }
     }
+}
+
+/// The masked text with dummy fingerprints (a placeholder's fingerprint never changes what
+/// is detected around it, its length does not depend on it), and the copied segments as
+/// (output start, output end, input start), sorted.
+fn provisional(text: &str, cands: &[Cand]) -> (String, Vec<(usize, usize, usize)>) {
+    let mut out = String::with_capacity(text.len() + cands.len() * 16);
+    let mut segments = Vec::with_capacity(cands.len() + 1);
+    let mut pos = 0;
+    for c in cands {
+        let (s, e) = (floor_char(text, c.start).max(pos), ceil_char(text, c.end));
+        if s >= e {
+            continue;
+        }
+        segments.push((out.len(), out.len() + (s - pos), pos));
+        out.push_str(&text[pos..s]);
+        out.push('[');
+        out.push_str(c.kind.name());
+        out.push_str("#0000]");
+        pos = e;
+    }
+    segments.push((out.len(), out.len() + (text.len() - pos), pos));
+    out.push_str(&text[pos..]);
+    (out, segments)
 }
 
 /// Lower-cased field name → class. Pure function of the name.
@@ -1445,8 +1485,7 @@ fn placeholder_at(b: &[u8], hash: usize) -> Option<(usize, usize)> {
     {
         s -= 1;
     }
-    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase())
-        .then(|| (s - 1, close + 1))
+    (s > 0 && s < hash && b[s - 1] == b'[' && b[s].is_ascii_uppercase()).then(|| (s - 1, close + 1))
 }
 
 /// End of a value that runs to the end of the line (headers), or to a closing quote.
@@ -1631,9 +1670,7 @@ fn pem_at(text: &str, s: usize, out: &mut Vec<Cand>) {
         None => {
             // Truncated payload head: mask the whole remaining key body.
             let mut e = label_end;
-            while e < b.len()
-                && (b64(b[e]) || matches!(b[e], b'-' | b' ' | b'\r' | b'\n' | b'\\' | b':' | b','))
-            {
+            while e < b.len() && (b64(b[e]) || matches!(b[e], b'-' | b'\r' | b'\n' | b'\\')) {
                 e += 1;
             }
             e

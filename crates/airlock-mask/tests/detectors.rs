@@ -441,3 +441,58 @@ fn config_extra_detectors_allow_list_unmasked_fields() {
     };
     assert!(Masker::new(&bad, &HostKey::from_bytes(vec![1; 32]).unwrap()).is_err());
 }
+
+#[test]
+fn luhn_valid_numbers_labelled_as_ids_are_not_cards() {
+    miss("shipment for order 2428122171665005 dispatched");
+    miss("invoice #4111111111111111");
+    hit(
+        "paid with 2428122171665005 yesterday",
+        "2428122171665005",
+        "CREDIT_CARD",
+    );
+}
+
+#[test]
+fn numbers_followed_by_other_numbers() {
+    hit(
+        "card 4625 9247 4758 5162 0 items",
+        "4625 9247 4758 5162",
+        "CREDIT_CARD",
+    );
+    hit(
+        "2221-8342-5936-4546 0",
+        "2221-8342-5936-4546",
+        "CREDIT_CARD",
+    );
+    hit("call +495046517818 0a", "+495046517818", "PHONE");
+}
+
+/// Regressions found by `cargo fuzz`: masking must be a fixed point.
+#[test]
+fn fuzz_regressions_are_idempotent() {
+    let m = masker();
+    for input in [
+        "+44 20 7946 09ne@example.com",
+        "{\"password\":6\"x\", \"api_keECR\u{7f}\u{1a}\0\0ET#abcd]\"}",
+        " ey\r\nCookie:T!' invoice 4111 1111 1111 1111 +44 20 Bearek ey-----BEGIN RSAP-----BEGIN RSA PRIVATE KEY-----\n\rII\r\nCapi-key' aT=b; c=d\r\n\r\n",
+    ] {
+        let once = m.mask_text(input);
+        assert_eq!(
+            m.mask_text(&once.text).text,
+            once.text,
+            "mask_text on {input:?}"
+        );
+        let head = m.mask_http_head(input);
+        assert_eq!(
+            m.mask_http_head(&head.text).text,
+            head.text,
+            "mask_http_head on {input:?}"
+        );
+    }
+    let argv: Vec<String> = ["PGPA", "-phungres://u:p@h/ngres://u:p@h/db", "4OiJIUzI"]
+        .map(String::from)
+        .into();
+    let once = m.mask_argv(&argv);
+    assert_eq!(m.mask_argv(&once.argv).argv, once.argv);
+}
