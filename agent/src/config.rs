@@ -39,6 +39,10 @@ struct RawConfig {
     exec: RawExec,
     #[serde(default)]
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    masking: RawMasking,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,8 +57,9 @@ struct RawPolicy {
 struct RawAgent {
     /// Principal the agent presents to the hub.
     id: String,
-    /// Where the audit log is appended.
-    audit_log: PathBuf,
+    /// Replaced by `[audit] dir`; still parsed so the error can say so.
+    #[serde(default)]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,11 +94,124 @@ struct RawExec {
     search_path: Option<String>,
 }
 
+/// `[audit]`: where the hash-chained log lives and the key that signs it, plus the
+/// library's knobs (checkpoint cadence, rotation, retention, disk-space ladder).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default = "default_audit_dir")]
+    dir: PathBuf,
+    #[serde(default = "default_signing_key")]
+    signing_key: PathBuf,
+    #[serde(flatten)]
+    log: airlock_audit::AuditConfig,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            dir: default_audit_dir(),
+            signing_key: default_signing_key(),
+            log: airlock_audit::AuditConfig::default(),
+        }
+    }
+}
+
+fn default_audit_dir() -> PathBuf {
+    PathBuf::from(airlock_audit::cli::DEFAULT_DIR)
+}
+
+fn default_signing_key() -> PathBuf {
+    PathBuf::from(airlock_audit::cli::DEFAULT_KEY)
+}
+
+/// `[masking]`: what approvers, logs and the audit trail may see.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasking {
+    /// Auditors' HPKE public key (armoured or bare base64) the raw context is sealed to.
+    #[serde(default)]
+    auditor_public_key: Option<PathBuf>,
+    /// Set to false to run without an auditor key: raw context is then discarded.
+    #[serde(default = "yes")]
+    seal_raw_context: bool,
+    /// Host key for placeholder fingerprints; created (0600) when missing.
+    #[serde(default = "default_fingerprint_key")]
+    fingerprint_key: PathBuf,
+    /// Field names whose values approvers must see (e.g. `bucket`).
+    #[serde(default)]
+    show_unmasked: Vec<String>,
+    /// Extra field names whose values are secrets.
+    #[serde(default)]
+    secret_fields: Vec<String>,
+    #[serde(default)]
+    extra_detectors: Vec<airlock_mask::ExtraDetector>,
+    #[serde(default)]
+    allow_literals: Vec<String>,
+    #[serde(default)]
+    allow_regexes: Vec<String>,
+    #[serde(default)]
+    disabled_kinds: Vec<String>,
+    #[serde(default)]
+    mask_ip_addresses: bool,
+}
+
+impl Default for RawMasking {
+    fn default() -> Self {
+        Self {
+            auditor_public_key: None,
+            seal_raw_context: true,
+            fingerprint_key: default_fingerprint_key(),
+            show_unmasked: Vec::new(),
+            secret_fields: Vec::new(),
+            extra_detectors: Vec::new(),
+            allow_literals: Vec::new(),
+            allow_regexes: Vec::new(),
+            disabled_kinds: Vec::new(),
+            mask_ip_addresses: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Default path of the masking fingerprint key.
+pub const DEFAULT_FINGERPRINT_KEY: &str = "/etc/airlock/fingerprint.key";
+
+fn default_fingerprint_key() -> PathBuf {
+    PathBuf::from(DEFAULT_FINGERPRINT_KEY)
+}
+
+/// Validated `[audit]` section.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Log directory.
+    pub dir: PathBuf,
+    /// ed25519 signing key (created 0600 if missing, public key at `<path>.pub`).
+    pub signing_key: PathBuf,
+    /// The library's knobs.
+    pub log: airlock_audit::AuditConfig,
+}
+
+/// Validated `[masking]` section.
+#[derive(Debug, Clone)]
+pub struct MaskingSettings {
+    /// Auditors' public key; `None` only when `seal_raw_context = false`.
+    pub auditor_public_key: Option<PathBuf>,
+    /// Host fingerprint key (created 0600 if missing).
+    pub fingerprint_key: PathBuf,
+    /// The masking library's configuration (`show_unmasked` becomes `unmasked_fields`).
+    pub mask: airlock_mask::MaskConfig,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub agent_id: String,
-    pub audit_log: PathBuf,
+    pub audit: AuditSettings,
+    pub masking: MaskingSettings,
     pub hub_url: String,
     pub decision_ttl: Duration,
     pub scope_cgroups: Vec<PathBuf>,
@@ -138,6 +256,12 @@ impl AgentConfig {
             message: one_line(&e.to_string()),
         })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        if let Some(old) = &raw.agent.audit_log {
+            return Err(invalid(format!(
+                "agent.audit_log ({}) is gone: the signed audit log lives in a directory, set [audit] dir",
+                old.display()
+            )));
+        }
         if raw.agent.id.trim().is_empty() {
             return Err(invalid("agent.id must not be empty".into()));
         }
@@ -164,9 +288,48 @@ impl AgentConfig {
         if let Some(empty) = raw.exec.watch.iter().find(|w| w.trim().is_empty()) {
             return Err(invalid(format!("exec.watch contains an empty entry `{empty}`")));
         }
+        let masking = raw.masking;
+        let auditor_public_key = match (masking.auditor_public_key, masking.seal_raw_context) {
+            (Some(path), true) => Some(path),
+            (None, true) => {
+                return Err(invalid(
+                    "masking.auditor_public_key is required to seal raw context for auditors \
+                     (or set masking.seal_raw_context = false to keep only masked context)"
+                        .into(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(invalid(
+                    "masking.auditor_public_key is set but masking.seal_raw_context = false".into(),
+                ));
+            }
+            (None, false) => None,
+        };
+        let mask = airlock_mask::MaskConfig {
+            host_key_file: None,
+            extra_detectors: masking.extra_detectors,
+            allow_literals: masking.allow_literals,
+            allow_regexes: masking.allow_regexes,
+            unmasked_fields: masking.show_unmasked,
+            secret_fields: masking.secret_fields,
+            disabled_kinds: masking.disabled_kinds,
+            mask_ip_addresses: masking.mask_ip_addresses,
+        };
+        if raw.audit.dir.as_os_str().is_empty() || raw.audit.signing_key.as_os_str().is_empty() {
+            return Err(invalid("audit.dir and audit.signing_key must not be empty".into()));
+        }
         Ok(Self {
             agent_id: raw.agent.id,
-            audit_log: raw.agent.audit_log,
+            audit: AuditSettings {
+                dir: raw.audit.dir,
+                signing_key: raw.audit.signing_key,
+                log: raw.audit.log,
+            },
+            masking: MaskingSettings {
+                auditor_public_key,
+                fingerprint_key: masking.fingerprint_key,
+                mask,
+            },
             hub_url: raw.hub.url,
             decision_ttl,
             scope_cgroups: raw.scope.cgroups,
@@ -182,7 +345,7 @@ impl AgentConfig {
 fn one_line(message: &str) -> String {
     let mut lines = message.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or_default().trim().to_owned();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first => format!("{first} ({})", last.trim()),
         _ => first,
     }
@@ -195,7 +358,6 @@ mod tests {
     const GOOD: &str = r#"
 [agent]
 id = "host-1"
-audit_log = "/var/log/airlock/audit.jsonl"
 [hub]
 url = "http://127.0.0.1:7443"
 decision_ttl = "90s"
@@ -203,6 +365,8 @@ decision_ttl = "90s"
 cgroups = ["/sys/fs/cgroup/ai.slice"]
 [exec]
 watch = ["aws", "/usr/bin/scp"]
+[masking]
+auditor_public_key = "/etc/airlock/auditor.pub"
 "#;
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
@@ -216,6 +380,55 @@ watch = ["aws", "/usr/bin/scp"]
         assert_eq!(c.decision_ttl, Duration::from_secs(90));
         assert_eq!(c.watch, ["aws", "/usr/bin/scp"]);
         assert_eq!(c.search_path, DEFAULT_SEARCH_PATH);
+        assert_eq!(c.audit.dir, Path::new("/var/lib/airlock/audit"));
+        assert_eq!(c.audit.signing_key, Path::new("/etc/airlock/audit.key"));
+        assert_eq!(c.audit.log, airlock_audit::AuditConfig::default());
+        assert_eq!(c.masking.auditor_public_key.as_deref(), Some(Path::new("/etc/airlock/auditor.pub")));
+        assert_eq!(c.masking.fingerprint_key, Path::new(DEFAULT_FINGERPRINT_KEY));
+    }
+
+    #[test]
+    fn parses_audit_and_masking_sections() {
+        let text = format!(
+            "{GOOD}{}",
+            r#"
+[audit]
+dir = "/srv/audit"
+signing_key = "/srv/keys/audit.key"
+heartbeat_interval_ms = 500
+retain_files = 30
+"#
+        )
+        .replace(
+            "[masking]\n",
+            r#"[masking]
+fingerprint_key = "/srv/keys/fp.key"
+show_unmasked = ["bucket"]
+allow_literals = ["AKIAIOSFODNN7EXAMPLE"]
+extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords = ["acme_"] }]
+"#,
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.audit.dir, Path::new("/srv/audit"));
+        assert_eq!(c.audit.log.heartbeat_interval_ms, 500);
+        assert_eq!(c.audit.log.retain_files, 30);
+        assert_eq!(c.audit.log.checkpoint_every_records, airlock_audit::AuditConfig::default().checkpoint_every_records);
+        assert_eq!(c.masking.fingerprint_key, Path::new("/srv/keys/fp.key"));
+        assert_eq!(c.masking.mask.unmasked_fields, ["bucket"]);
+        assert_eq!(c.masking.mask.extra_detectors[0].name, "ACME_TOKEN");
+        assert_eq!(c.masking.mask.allow_literals, ["AKIAIOSFODNN7EXAMPLE"]);
+    }
+
+    #[test]
+    fn sealing_needs_an_auditor_key_or_an_explicit_opt_out() {
+        let without = GOOD.replace("auditor_public_key = \"/etc/airlock/auditor.pub\"\n", "");
+        let err = parse(&without).expect_err("no auditor key").to_string();
+        assert!(err.contains("masking.auditor_public_key is required"), "{err}");
+        let opted_out = without.replace("[masking]\n", "[masking]\nseal_raw_context = false\n");
+        let c = parse(&opted_out).expect("explicit opt-out");
+        assert_eq!(c.masking.auditor_public_key, None);
+        let both = GOOD.replace("[masking]\n", "[masking]\nseal_raw_context = false\n");
+        assert!(parse(&both).is_err(), "a key plus opt-out is contradictory");
     }
 
     #[test]
@@ -228,6 +441,9 @@ watch = ["aws", "/usr/bin/scp"]
             (GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"), "at least one binary"),
             (GOOD.replace("\"host-1\"", "\"\""), "agent.id must not be empty"),
             (GOOD.replace("[scope]", "[scope\n"), "invalid config file agent.toml"),
+            (GOOD.replace("id = \"host-1\"", "id = \"host-1\"\naudit_log = \"/x\""), "set [audit] dir"),
+            (format!("{GOOD}[audit]\nbogus_knob = 1\n"), "unknown field"),
+            (GOOD.replace("[masking]\n", "[masking]\nnope = 1\n"), "unknown field `nope`"),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();
@@ -246,7 +462,7 @@ watch = ["aws", "/usr/bin/scp"]
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
         assert!(err.to_string().starts_with("cannot read config file /nonexistent/agent.toml"));
     }
 }

@@ -1,7 +1,9 @@
 //! The daemon: checks the host, loads the gates, and runs the hold coordinator until told
 //! to stop. Shutdown denies whatever is still held, so no process is left stopped.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
+
+use airlock_audit::LifecyclePhase;
 
 use tokio::{
     io::unix::AsyncFd,
@@ -10,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    audit::{AuditError, AuditLog},
+    audit::{self, AuditError, AuditTrail},
     btf::{self, BtfError},
     config::AgentConfig,
     events::{self, Event},
@@ -19,6 +21,7 @@ use crate::{
     loader::{self, GateSpec, LoadError},
     policy_gate::PolicyGate,
     preflight::{self, HostFacts, PreflightError},
+    redact::{RedactError, Redactor},
     resolve::{self, ResolveError},
     scope::{self, ScopeError},
 };
@@ -35,6 +38,16 @@ pub enum DaemonError {
     Btf(#[from] BtfError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Redact(#[from] RedactError),
+    #[error("audit log: {0}")]
+    AuditAppend(#[from] airlock_audit::AppendError),
+    #[error("cannot serve the reveal socket in {dir}: {source}")]
+    RevealSocket {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
@@ -76,7 +89,21 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     for cgroup in &scope {
         tracing::debug!(path = %cgroup.path.display(), id = cgroup.id, "scope");
     }
-    let audit = AuditLog::open(&config.audit_log)?;
+    // Masking and the audit log come up before any gate is attached: an action that cannot
+    // be masked, sealed and recorded must never be held (or let through).
+    let redactor = Arc::new(Redactor::from_settings(&config.masking)?);
+    if !redactor.seals() {
+        tracing::warn!("masking.seal_raw_context = false: raw context is discarded and cannot be revealed");
+    }
+    let (log, recovery) = audit::open(&config.audit)?;
+    tracing::info!(
+        dir = %config.audit.dir.display(),
+        log_id = %recovery.log_id,
+        created = recovery.created,
+        clean_shutdown = recovery.clean_shutdown,
+        quarantined = recovery.quarantined.len(),
+        "audit log open"
+    );
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
     let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &kernel_watch })?;
@@ -87,16 +114,19 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    audit.append(
-        "lifecycle",
-        "agent",
-        serde_json::json!({
-            "event": "start",
-            "watched": kernel_watch.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
-            "policy": policy.as_ref().map(|p| p.hash().to_owned()),
-            "scope": scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
-        }),
+    let audit = AuditTrail::new(log.handle(), redactor, config.agent_id.clone(), host.clone());
+    audit.lifecycle(
+        LifecyclePhase::Start,
+        format!(
+            "agent {} ready: gates attached; watching {:?}; scope {:?}; policy {:?}",
+            config.agent_id,
+            kernel_watch.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
+            scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+            policy.as_ref().map(|p| p.hash().to_owned()),
+        ),
     )?;
+    let reveal_server = crate::reveal::serve(&config.audit.dir, log.handle())
+        .map_err(|source| DaemonError::RevealSocket { dir: config.audit.dir.clone(), source })?;
 
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let mut coordinator = Coordinator::new(
@@ -151,7 +181,17 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     tracing::info!(signal = why, "shutting down; denying held actions");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     coordinator.deny_all("the agent is shutting down").await;
-    let _ = audit.append("lifecycle", "agent", serde_json::json!({"event": "stop", "signal": why}));
+    reveal_server.abort();
+    let _ = std::fs::remove_file(crate::reveal::socket_path(&config.audit.dir));
+    if let Err(error) = audit.lifecycle(LifecyclePhase::Stop, format!("agent stopping on {why}")) {
+        tracing::error!(%error, "cannot record the stop");
+    }
+    drop(coordinator);
+    drop(audit);
+    // Writes the log's own stop record and final checkpoint.
+    if let Err(error) = log.close() {
+        tracing::error!(%error, "closing the audit log failed");
+    }
     Ok(())
 }
 

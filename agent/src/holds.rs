@@ -17,11 +17,12 @@ use airlock_proto::v1::{
     SubmitRequest,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use serde_json::json;
+use airlock_audit::OutcomeKind;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{
-    audit::AuditLog,
+    audit::AuditTrail,
+    record::Settlement,
     events::HeldExec,
     hub_client::HubClient,
     policy_gate::{self, PolicyGate},
@@ -81,6 +82,11 @@ impl KernelAnswers {
 struct Held {
     key: HoldKey,
     exec: HeldExec,
+    /// The masked context as submitted (the only form kept, logged and audited).
+    masked: ActionContext,
+    requirements: Requirements,
+    /// The policy version that judged it ("none" without a policy).
+    policy_version: String,
     started: Instant,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -91,7 +97,7 @@ pub struct Coordinator {
     pub ttl: Duration,
     pub watched: Vec<ResolvedBinary>,
     pub hub: HubClient,
-    pub audit: AuditLog,
+    pub audit: AuditTrail,
     pub kernel: KernelAnswers,
     pub awaiting: Arc<std::sync::Mutex<HashSet<String>>>,
     pub tx: mpsc::Sender<Msg>,
@@ -110,7 +116,7 @@ impl Coordinator {
         ttl: Duration,
         watched: Vec<ResolvedBinary>,
         hub: HubClient,
-        audit: AuditLog,
+        audit: AuditTrail,
         kernel: KernelAnswers,
         tx: mpsc::Sender<Msg>,
     ) -> Self {
@@ -134,15 +140,10 @@ impl Coordinator {
         match msg {
             Msg::Exec(exec) => self.on_exec(exec),
             Msg::Decision(event) => self.on_decision(event),
-            Msg::Expired(id, verdict) => self.finish(&id, verdict, "expired", json!({"cause": "ttl"})),
+            Msg::Expired(id, verdict) => self.finish(&id, verdict, Settlement::Expired),
             Msg::Exited(id) => self.on_exit(&id),
             Msg::ReloadPolicy(trigger) => self.reload_policy(trigger),
-            Msg::SubmitFailed(id, error) => self.finish(
-                &id,
-                Verdict::Deny,
-                "hub-unreachable",
-                json!({"cause": "submit failed; fail mode deny", "error": error}),
-            ),
+            Msg::SubmitFailed(id, error) => self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error)),
         }
     }
 
@@ -153,66 +154,68 @@ impl Coordinator {
         let cgroup = procinfo::cgroup(exec.tgid);
         let requester = procinfo::user_name(exec.uid);
         let judgement = self.judge(&exec, &requester, &cgroup, &parents);
-        let rule = match &judgement {
-            Judgement::Allow { rule } | Judgement::Deny { rule, .. } | Judgement::Ask { rule, .. } => rule.clone(),
+        let (rule, reason, severity, requirements) = match &judgement {
+            Judgement::Allow { rule } => (rule.clone(), "allowed by policy".to_owned(), "low".to_owned(), Requirements::default()),
+            Judgement::Deny { rule, reason } => (rule.clone(), reason.clone(), "high".to_owned(), Requirements::default()),
+            Judgement::Ask { rule, reason, severity, requirements } => {
+                (rule.clone(), reason.clone(), severity.clone(), requirements.clone())
+            }
         };
-        let attempt = json!({
-            "class": "exec",
-            "agent": self.agent_id,
-            "pid": exec.tgid,
-            "tid": exec.tid,
-            "uid": exec.uid,
-            "user": requester,
-            "cgroup": cgroup,
-            "binary": exec.path,
-            "argv": exec.argv,
-            "argv_truncated": exec.argv_truncated,
-            "parents": parents.iter().map(|p| json!({"pid": p.pid, "binary": p.binary, "comm": p.comm})).collect::<Vec<_>>(),
-            "rule": rule,
-        });
-        // Durable before anyone is asked: if it cannot be recorded it does not happen.
-        if let Err(error) = self.audit.append("attempt", &id, attempt) {
-            tracing::error!(%error, pid = exec.tgid, "audit write failed; denying");
-            self.kernel.release(exec.key, Verdict::Deny);
-            return;
+        let raw = ActionContext {
+            class: ActionClass::Exec as i32,
+            actor: actor.as_ref().map(to_proto),
+            parents: parents.iter().map(to_proto).collect(),
+            cgroup,
+            binary: exec.path.clone(),
+            argv: exec.argv.clone(),
+            rule_id: rule.clone(),
+            rule_reason: reason.clone(),
+            severity,
+            impact: format!("runs {}", exec.argv.join(" ")),
+            ..Default::default()
+        };
+        // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
+        // recorded it does not happen. From here on only the masked context is used.
+        let policy_version = self.policy_version();
+        let masked = match self.audit.hold(&id, &raw, &requester, exec.tid, &policy_version) {
+            Ok(masked) => masked,
+            Err(error) => {
+                tracing::error!(%error, request = %id, pid = exec.tgid, "cannot record the attempt; denying");
+                self.kernel.release(exec.key, Verdict::Deny);
+                return;
+            }
+        };
+        drop(raw);
+        tracing::info!(request = %id, pid = exec.tgid, binary = %masked.binary, argv = ?masked.argv, %rule, "exec held");
+        let held = Held {
+            key: exec.key,
+            exec,
+            masked,
+            requirements: requirements.clone(),
+            policy_version,
+            started: Instant::now(),
+            tasks: Vec::new(),
+        };
+        match judgement {
+            Judgement::Allow { .. } => return self.settle(id, held, Verdict::Allow, Settlement::Policy(reason)),
+            Judgement::Deny { .. } => return self.settle(id, held, Verdict::Deny, Settlement::Policy(reason)),
+            Judgement::Ask { .. } => {}
         }
-        tracing::info!(request = %id, pid = exec.tgid, binary = %exec.path, argv = ?exec.argv, %rule, "exec held");
-        let (reason, severity, requirements) = match judgement {
-            Judgement::Allow { .. } => {
-                return self.decide_locally(id, exec, Verdict::Allow, &rule, "allowed by policy");
-            }
-            Judgement::Deny { reason, .. } => {
-                return self.decide_locally(id, exec, Verdict::Deny, &rule, &reason);
-            }
-            Judgement::Ask { reason, severity, requirements, .. } => (reason, severity, requirements),
-        };
         let ttl = Duration::from_secs(u64::from(requirements.ttl_seconds.max(1)));
         let on_timeout = if requirements.on_timeout == airlock_proto::v1::Verdict::Allow as i32 {
             Verdict::Allow
         } else {
             Verdict::Deny
         };
-
         let submit = SubmitRequest {
             id: id.clone(),
             host: self.host.clone(),
             requester: requester.clone(),
-            action: Some(ActionContext {
-                class: ActionClass::Exec as i32,
-                actor: actor.as_ref().map(to_proto),
-                parents: parents.iter().map(to_proto).collect(),
-                cgroup,
-                binary: exec.path.clone(),
-                argv: exec.argv.clone(),
-                rule_id: rule,
-                rule_reason: reason,
-                severity,
-                impact: format!("runs {}", exec.argv.join(" ")),
-                ..Default::default()
-            }),
+            action: Some(held.masked.clone()),
             requirements: Some(requirements),
         };
-        let mut tasks = Vec::new();
+        let mut held = held;
+        let tasks = &mut held.tasks;
         let tx = self.tx.clone();
         let (hub, submit_id) = (self.hub.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
@@ -224,11 +227,16 @@ impl Coordinator {
         // The hub applies the TTL and its on-timeout outcome; this timer (a little later) is
         // the fallback when the hub cannot tell us.
         tasks.push(spawn_timer(self.tx.clone(), id.clone(), ttl + EXPIRY_GRACE, on_timeout));
-        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), exec.tgid));
+        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), held.exec.tgid));
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
-        self.held.insert(id, Held { key: exec.key, exec, started: Instant::now(), tasks });
+        self.held.insert(id, held);
+    }
+
+    /// The version of the policy in force, as recorded with each decision.
+    fn policy_version(&self) -> String {
+        self.policy.as_ref().map_or_else(|| "none".to_owned(), |p| p.hash().to_owned())
     }
 
     /// Validates the policy file completely, then switches to it. The kernel watches the
@@ -240,11 +248,7 @@ impl Coordinator {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!(%error, trigger, "policy reload rejected; the previous policy stays in force");
-                let _ = self.audit.append(
-                    "policy-reload",
-                    "policy",
-                    json!({"result": "rejected", "trigger": trigger, "file": path, "error": error.to_string(), "in_force": old_hash}),
-                );
+                self.record_reload(&old_hash, 0, Some(format!("{trigger}: {error}")));
                 return;
             }
         };
@@ -255,7 +259,7 @@ impl Coordinator {
         for (index, binary) in new.watched.iter().enumerate() {
             if let Err(error) = self.kernel.watched_exec.insert(binary.key, index as u32, 0) {
                 tracing::error!(%error, path = %binary.path.display(), "cannot watch binary; reload rejected");
-                let _ = self.audit.append("policy-reload", "policy", json!({"result": "rejected", "trigger": trigger, "error": error.to_string()}));
+                self.record_reload(&old_hash, 0, Some(format!("{trigger}: cannot watch {}: {error}", binary.path.display())));
                 return;
             }
         }
@@ -269,13 +273,17 @@ impl Coordinator {
         for binary in old.iter().flat_map(|p| p.watched.iter()).filter(|b| !keep.contains(&b.key)) {
             let _ = self.kernel.watched_exec.remove(&binary.key);
         }
-        let new_hash = self.policy.as_ref().map(|p| p.hash().to_owned());
-        tracing::info!(trigger, old = %old_hash, new = ?new_hash, "policy reloaded");
-        let _ = self.audit.append(
-            "policy-reload",
-            "policy",
-            json!({"result": "accepted", "trigger": trigger, "file": path, "old": old_hash, "new": new_hash, "watched": keep.len()}),
-        );
+        let new_hash = self.policy_version();
+        let rules = self.policy.as_ref().map_or(0, |p| p.policy.rules().len());
+        tracing::info!(trigger, file = %path.display(), old = %old_hash, new = %new_hash, watched = keep.len(), "policy reloaded");
+        self.record_reload(&new_hash, rules, None);
+    }
+
+    /// Records a reload: the version now in force, or why the new file was refused.
+    fn record_reload(&self, version: &str, rules: usize, error: Option<String>) {
+        if let Err(e) = self.audit.policy_reload(version, rules, error) {
+            tracing::error!(error = %e, "cannot record the policy reload");
+        }
     }
 
     /// Asks the policy (or, without one, treats every watched binary as "ask").
@@ -321,55 +329,29 @@ impl Coordinator {
         }
     }
 
-    /// Records the policy's own decision and releases the process at once.
-    fn decide_locally(&mut self, id: String, exec: HeldExec, verdict: Verdict, rule: &str, reason: &str) {
-        let fields = json!({
-            "cause": "policy",
-            "rule": rule,
-            "reason": reason,
-            "policy": self.policy.as_ref().map(|p| p.hash().to_owned()),
-            "verdict": if verdict == Verdict::Allow { "allow" } else { "deny" },
-        });
-        let verdict = match self.audit.append("decision", &id, fields) {
-            Ok(()) => verdict,
-            Err(error) => {
-                tracing::error!(%error, request = %id, "audit write failed; denying");
-                Verdict::Deny
-            }
-        };
-        tracing::info!(request = %id, pid = exec.tgid, ?verdict, rule, "decided by policy");
-        self.kernel.release(exec.key, verdict);
-    }
-
     fn on_decision(&mut self, event: DecisionEvent) {
         let state = RequestState::try_from(event.state).unwrap_or(RequestState::Unspecified);
-        let decision = event.decision.unwrap_or_default();
-        let fields = json!({
-            "state": format!("{state:?}"),
-            "approvers": decision.approvers,
-            "reason": decision.reason,
-            "cause": decision.cause,
-        });
         let verdict = match state {
             RequestState::Pending => return,
             RequestState::Approved => Verdict::Allow,
             // A rule may say "allow on timeout"; the hub carries that in the decision.
-            RequestState::Expired if decision.verdict == airlock_proto::v1::Verdict::Allow as i32 => Verdict::Allow,
+            RequestState::Expired
+                if event.decision.as_ref().is_some_and(|d| d.verdict == airlock_proto::v1::Verdict::Allow as i32) =>
+            {
+                Verdict::Allow
+            }
             // Denied, expired, cancelled and anything unknown: deny.
             _ => Verdict::Deny,
         };
-        let kind = match state {
-            RequestState::Expired => "expired",
-            RequestState::Cancelled => "cancelled",
-            _ => "decision",
-        };
-        self.finish(&event.id, verdict, kind, fields);
+        self.finish(&event.id.clone(), verdict, Settlement::Hub(event));
     }
 
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        let _ = self.audit.append("outcome", id, json!({"result": "process-died", "pid": held.exec.tgid}));
+        if let Err(error) = self.audit.outcome(id, &held.masked, held.exec.tid, OutcomeKind::ProcessDied, "the held process exited before a verdict") {
+            tracing::error!(%error, request = %id, "cannot record the outcome");
+        }
         tracing::info!(request = %id, pid = held.exec.tgid, "held process died; cancelling");
         let hub = self.hub.clone();
         let id = id.to_owned();
@@ -382,29 +364,36 @@ impl Coordinator {
 
     /// Records why, then releases the process with `verdict`. Later messages for the same
     /// id find nothing and are ignored, so a release happens exactly once.
-    fn finish(&mut self, id: &str, verdict: Verdict, kind: &str, mut fields: serde_json::Value) {
+    fn finish(&mut self, id: &str, verdict: Verdict, how: Settlement) {
         let Some(held) = self.remove(id) else { return };
-        let waited_ms = held.started.elapsed().as_millis() as u64;
-        if let Some(obj) = fields.as_object_mut() {
-            obj.insert("verdict".into(), json!(if verdict == Verdict::Allow { "allow" } else { "deny" }));
-            obj.insert("waited_ms".into(), json!(waited_ms));
-        }
-        if let Err(error) = self.audit.append(kind, id, fields) {
-            // The decision stands (denying a decided approval would surprise the approver
-            // less than a lost record would surprise the auditor, but an unrecorded allow
-            // is worse): fail closed.
-            tracing::error!(%error, request = %id, "audit write failed; denying");
-            self.kernel.release(held.key, Verdict::Deny);
-            return;
-        }
-        self.kernel.release(held.key, verdict);
-        tracing::info!(request = %id, pid = held.exec.tgid, ?verdict, waited_ms, "released");
-        if kind == "expired" {
+        if matches!(how, Settlement::Expired) {
             let hub = self.hub.clone();
             let id = id.to_owned();
             tokio::spawn(async move {
                 let _ = hub.cancel(&id, "expired on the agent").await;
             });
+        }
+        self.settle(id.to_owned(), held, verdict, how);
+    }
+
+    /// Records the DECISION (fail closed if it cannot be recorded), releases the process,
+    /// and records the OUTCOME.
+    fn settle(&mut self, id: String, held: Held, verdict: Verdict, how: Settlement) {
+        let waited_ms = held.started.elapsed().as_millis() as u64;
+        let allow = verdict == Verdict::Allow;
+        let recorded = self.audit.decision(&id, &held.masked, &held.requirements, allow, &how, &held.policy_version);
+        if let Err(error) = recorded {
+            // An allow nobody can audit is worse than a surprised approver: fail closed.
+            tracing::error!(%error, request = %id, "audit write failed; denying");
+            self.kernel.release(held.key, Verdict::Deny);
+            let _ = self.audit.outcome(&id, &held.masked, held.exec.tid, OutcomeKind::Denied, "denied: the decision could not be audited");
+            return;
+        }
+        self.kernel.release(held.key, verdict);
+        tracing::info!(request = %id, pid = held.exec.tgid, ?verdict, waited_ms, "released");
+        let detail = format!("{} after {waited_ms} ms; the process was resumed", if allow { "allowed" } else { "denied (EPERM)" });
+        if let Err(error) = self.audit.outcome(&id, &held.masked, held.exec.tid, crate::record::outcome_kind(allow, &how), &detail) {
+            tracing::error!(%error, request = %id, "cannot record the outcome");
         }
     }
 
@@ -423,7 +412,7 @@ impl Coordinator {
     pub async fn deny_all(&mut self, why: &str) {
         let ids: Vec<String> = self.held.keys().cloned().collect();
         for id in ids {
-            self.finish(&id, Verdict::Deny, "shutdown", json!({"cause": why}));
+            self.finish(&id, Verdict::Deny, Settlement::Shutdown(why.to_owned()));
             let _ = tokio::time::timeout(Duration::from_secs(2), self.hub.cancel(&id, why)).await;
         }
     }

@@ -14,7 +14,10 @@ pub mod loader;
 pub mod preflight;
 pub mod policy_gate;
 pub mod procinfo;
+pub mod record;
+pub mod redact;
 pub mod resolve;
+pub mod reveal;
 pub mod scope;
 
 /// Milliseconds since the Unix epoch (the unit of every time in airlock's records).

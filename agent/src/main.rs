@@ -42,6 +42,37 @@ enum Command {
     Policy(airlock_policy::cli::PolicyCommand),
     #[command(flatten)]
     Approver(ApproverCommand),
+    /// Inspect and check the signed audit log (verify, tail, show, export, keygen).
+    #[command(subcommand)]
+    Audit(airlock_audit::cli::AuditCommand),
+    /// Unseal the raw context of one request for an auditor; the reveal is itself audited
+    /// and nothing is shown if it cannot be.
+    Reveal(RevealArgs),
+    /// Create an auditor key pair: PATH (private, 0600, keep it off agent hosts) and
+    /// PATH.pub (for `[masking] auditor_public_key`).
+    AuditorKeygen {
+        /// Private key file to create.
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RevealArgs {
+    /// The request id (the audit records' correlation id).
+    id: String,
+    /// The auditor's private key.
+    #[arg(long)]
+    auditor_key: PathBuf,
+    /// The agent's audit directory.
+    #[arg(long, default_value = airlock_audit::cli::DEFAULT_DIR)]
+    audit_dir: PathBuf,
+    /// The agent's audit signing key (used only when no agent is running).
+    #[arg(long, default_value = airlock_audit::cli::DEFAULT_KEY)]
+    signing_key: PathBuf,
+    /// Why the context is revealed (recorded). Who reveals is `--as` (default $SUDO_USER,
+    /// else $USER), recorded together with the caller's uid.
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +113,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approver(command) => {
             Ok(runtime()?.block_on(airlock_hub::approver::run(cli.approver, command))?)
         }
+        Command::Audit(command) => Ok(airlock_audit::cli::exit_code(airlock_audit::cli::run(command))),
+        Command::Reveal(args) => {
+            let who = cli
+                .approver
+                .principal
+                .or_else(|| std::env::var("SUDO_USER").ok())
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".to_owned());
+            let request = airlock_agent::reveal::RevealRequest {
+                id: args.id,
+                auditor_key: args.auditor_key,
+                audit_dir: args.audit_dir,
+                signing_key: args.signing_key,
+                who,
+                reason: args.reason,
+            };
+            let (raw, seq) = airlock_agent::reveal::reveal(&request)?;
+            println!("{}", serde_json::to_string_pretty(&raw)?);
+            eprintln!("reveal recorded in the audit log as seq {seq}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AuditorKeygen { path } => {
+            let public = airlock_agent::reveal::public_path(&path);
+            let pair = airlock_mask::AuditorKeyPair::generate()?;
+            pair.save(&path, &public)?;
+            println!(
+                "auditor key {} written to {}; public key {}",
+                pair.public.key_id(),
+                path.display(),
+                public.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -112,4 +176,14 @@ fn init_tracing(filter: &str) {
         .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

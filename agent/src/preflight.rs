@@ -99,9 +99,11 @@ mod tests {
         assert_eq!(check(&good()), Ok(()));
     }
 
+    type Breakage = fn(&mut HostFacts);
+
     #[test]
     fn each_refusal_is_one_sentence() {
-        let cases: [(fn(&mut HostFacts), &str); 5] = [
+        let cases: [(Breakage, &str); 5] = [
             (|f| f.euid = 1000, "must run as root"),
             (|f| f.kernel_release = "5.10.0-28-amd64".into(), "too old"),
             (|f| f.lsm_list = Ok("lockdown,capability,apparmor".into()), "does not run the BPF LSM"),

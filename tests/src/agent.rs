@@ -23,18 +23,31 @@ pub struct Agent {
     child: Child,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// The signed audit log's directory (`[audit] dir`).
     pub audit: PathBuf,
+    /// Its signing key's public half (for `airlock audit verify --key`).
+    pub audit_pub: PathBuf,
+    /// The auditors' private key (for `airlock reveal --auditor-key`).
+    pub auditor_key: PathBuf,
+    stopped: Option<std::process::ExitStatus>,
 }
 
 impl Agent {
-    pub fn config_text(spec: &AgentSpec<'_>, audit: &Path) -> String {
+    /// The config for `spec`, keeping the agent's state (audit log, keys) under `state`.
+    pub fn config_text(spec: &AgentSpec<'_>, state: &Path) -> String {
+        let audit = state.join("audit");
         let watch: Vec<String> = spec.watch.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
         format!(
-            "[agent]\nid = \"test-agent\"\naudit_log = {audit:?}\n\
+            "[agent]\nid = \"test-agent\"\n\
              [hub]\nurl = {hub:?}\ndecision_ttl = {ttl:?}\n\
              [scope]\ncgroups = [{cg:?}]\n\
-             [exec]\nwatch = [{watch}]\n{policy}",
+             [exec]\nwatch = [{watch}]\n\
+             [audit]\ndir = {audit:?}\nsigning_key = {key:?}\n\
+             [masking]\nauditor_public_key = {auditor:?}\nfingerprint_key = {fp:?}\n{policy}",
             audit = audit.display().to_string(),
+            key = state.join("audit.key").display().to_string(),
+            auditor = state.join("auditor.key.pub").display().to_string(),
+            fp = state.join("fingerprint.key").display().to_string(),
             hub = spec.hub_url,
             ttl = spec.ttl,
             cg = spec.cgroup.display().to_string(),
@@ -46,9 +59,13 @@ impl Agent {
     /// Starts `airlock run` and waits for READY=1 (panics with the agent's log otherwise).
     pub fn start(spec: &AgentSpec<'_>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let audit = dir.path().join("audit.jsonl");
+        let auditor_key = dir.path().join("auditor.key");
+        let keygen = Command::new(airlock_bin()).arg("auditor-keygen").arg(&auditor_key).output().expect("run keygen");
+        assert!(keygen.status.success(), "auditor-keygen: {}", String::from_utf8_lossy(&keygen.stderr));
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, Self::config_text(spec, &audit)).expect("write config");
+        std::fs::write(&config, Self::config_text(spec, dir.path())).expect("write config");
+        let audit = dir.path().join("audit");
+        let audit_pub = dir.path().join("audit.key.pub");
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).expect("notify socket");
         socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
@@ -64,7 +81,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn agent");
-        let mut agent = Self { child, dir, log, audit };
+        let mut agent = Self { child, dir, log, audit, audit_pub, auditor_key, stopped: None };
         let mut buf = [0u8; 256];
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
@@ -85,13 +102,30 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Parsed audit records.
+    /// Parsed audit records, oldest first, from every `audit-*.jsonl` file.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl")));
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+            .map(|l| serde_json::from_str(&l).expect("audit line is JSON"))
             .collect()
+    }
+
+    /// The records whose correlation id is `id`, oldest first.
+    pub fn records_for(&self, id: &str) -> Vec<serde_json::Value> {
+        self.audit_records().into_iter().filter(|r| r["metadata"]["uid"] == id).collect()
+    }
+
+    /// Waits until the record of `kind` for request `id` is on disk and returns it.
+    pub fn wait_record(&self, id: &str, kind: &str) -> serde_json::Value {
+        crate::wait_for(crate::SLOW, &format!("the {kind} record of {id}"), || {
+            self.records_for(id).into_iter().find(|r| r["kind"] == kind)
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -106,14 +140,28 @@ impl Agent {
 
     /// Graceful stop (SIGTERM) and wait.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    /// Graceful stop (SIGTERM) and wait, keeping the agent's state directory (audit log,
+    /// keys) until `self` is dropped.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.stopped {
+            return status;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().expect("wait agent")
+        let status = self.child.wait().expect("wait agent");
+        self.stopped = Some(status);
+        status
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if self.stopped.is_some() {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();

@@ -45,5 +45,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
     }
 }
 
+/// `unmapped.airlock` of an audit record (where airlock's own members live).
+pub fn airlock_of(record: &serde_json::Value) -> &serde_json::Value {
+    &record["unmapped"]["airlock"]
+}
+
 /// Timeouts are generous: under QEMU/TCG everything is ~25x slower than native.
 pub const SLOW: Duration = Duration::from_secs(60);

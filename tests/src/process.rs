@@ -51,3 +51,23 @@ pub fn children(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Spawns `tool args` into `cgroup` from a thread: std's `spawn` waits until the child's
+/// exec succeeded or failed, and a held exec does neither until someone decides.
+pub fn spawn_held(
+    tool: &Path,
+    args: &[&str],
+    cgroup: &Path,
+) -> std::thread::JoinHandle<std::io::Result<Child>> {
+    let mut cmd = Command::new(tool);
+    cmd.args(args);
+    let procs = cgroup.join("cgroup.procs");
+    std::thread::spawn(move || {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        // SAFETY: open/write/close only, which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
+        }
+        cmd.spawn()
+    })
+}

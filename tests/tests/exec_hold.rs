@@ -17,6 +17,7 @@ use airlock_tests::{
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
     hub::Hub,
+    airlock_of,
     process::{self, tool_copy},
     wait_for, SLOW,
 };
@@ -97,15 +98,12 @@ fn approved_exec_runs_to_completion_with_its_real_output() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from an agent\n");
 
-    let records = s.agent.audit_records();
-    let kinds: Vec<_> = records
-        .iter()
-        .filter(|r| r["correlation_id"] == request.id.as_str())
-        .map(|r| (r["kind"].as_str().unwrap_or_default().to_owned(), r["verdict"].clone()))
-        .collect();
-    assert_eq!(kinds.len(), 2, "attempt and decision recorded: {records:?}");
-    assert_eq!(kinds[0].0, "attempt");
-    assert_eq!((kinds[1].0.as_str(), kinds[1].1.as_str()), ("decision", Some("allow")));
+    s.agent.wait_record(&request.id, "outcome");
+    let records = s.agent.records_for(&request.id);
+    let kinds: Vec<_> = records.iter().map(|r| r["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["attempt", "decision", "outcome"], "{records:?}");
+    assert_eq!(airlock_of(&records[1])["verdict"], "allowed");
+    assert_eq!(airlock_of(&records[2])["outcome"], "completed");
 }
 
 #[test]
@@ -131,8 +129,10 @@ fn no_decision_within_the_ttl_means_eperm() {
     let err = spawned.join().expect("thread").expect_err("expired exec must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     assert!(started.elapsed() >= Duration::from_secs(3), "denied before the TTL: {:?}", started.elapsed());
-    let expired = s.agent.audit_records().into_iter().any(|r| r["kind"] == "expired" && r["verdict"] == "deny");
-    assert!(expired, "expiry recorded in the audit log");
+    // The outcome is written right after the release, so it may trail the EPERM slightly.
+    wait_for(SLOW, "the expiry in the audit log", || {
+        s.agent.audit_records().into_iter().find(|r| r["kind"] == "outcome" && airlock_of(r)["outcome"] == "expired")
+    });
 }
 
 #[test]
@@ -171,7 +171,8 @@ fn sigkill_of_the_held_process_cancels_its_request() {
     let _ = spawned.join();
     let final_state = rt.block_on(approver.wait_final(&request.id, SLOW));
     assert_eq!(final_state.state, RequestState::Cancelled as i32);
-    let died = s.agent.audit_records().into_iter().any(|r| r["kind"] == "outcome" && r["result"] == "process-died");
+    let died = s.agent.wait_record(&request.id, "outcome");
+    let died = airlock_of(&died)["outcome"] == "process_died";
     assert!(died, "the death is recorded");
 }
 

@@ -13,6 +13,7 @@ use std::{
 use airlock_tests::{
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
+    airlock_of,
     hub::Hub,
     process::{tool_copy, try_spawn_in},
     SLOW,
@@ -78,7 +79,9 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
     assert!(spawned.join().expect("thread"), "approved export runs");
 
     let records = agent.audit_records();
-    let by_rule = |rule: &str| records.iter().filter(|r| r["kind"] == "decision" && r["rule"] == rule).count();
+    let by_rule = |rule: &str| {
+        records.iter().filter(|r| r["kind"] == "decision" && airlock_of(r)["policy"]["rule"] == rule).count()
+    };
     assert_eq!(by_rule("dry-runs-are-fine"), 1);
     assert_eq!(by_rule("no-dumps"), 1);
 }
@@ -132,17 +135,20 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     let decisions: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
     assert_eq!(decisions.len(), outcomes.len(), "every exec judged exactly once ({} execs)", outcomes.len());
     for (outcome, record) in outcomes.iter().zip(&decisions) {
-        let hash = record["policy"].as_str().expect("decision names its policy");
+        let fields = airlock_of(record);
+        let hash = fields["policy"]["version"].as_str().expect("decision names its policy version");
         let expected = verdict_of.get(hash).copied().unwrap_or_else(|| panic!("judged by an unknown policy {hash}"));
         assert_eq!(*outcome, expected, "exec outcome differs from the policy that judged it: {record}");
-        assert_eq!(record["verdict"] == "allow", expected, "{record}");
+        assert_eq!(fields["verdict"] == "allowed", expected, "{record}");
     }
-    let rejected = records.iter().filter(|r| r["kind"] == "policy-reload" && r["result"] == "rejected").count();
-    let accepted = records.iter().filter(|r| r["kind"] == "policy-reload" && r["result"] == "accepted").count();
+    let reloads_with = |ok: bool| records.iter().filter(|r| r["kind"] == "policy_reload" && airlock_of(r)["ok"] == ok).count();
+    let (rejected, accepted) = (reloads_with(false), reloads_with(true));
     assert!(rejected >= reloads / 3 - 1, "broken policies rejected and audited ({rejected})");
     assert!(accepted >= reloads / 3, "valid policies switched ({accepted})");
     let bad_line = format!("policy.toml:{}:", HEADER.lines().count() + 4);
-    let located = records.iter().any(|r| r["kind"] == "policy-reload" && r["error"].as_str().is_some_and(|e| e.contains(&bad_line)));
+    let located = records
+        .iter()
+        .any(|r| r["kind"] == "policy_reload" && airlock_of(r)["error"].as_str().is_some_and(|e| e.contains(&bad_line)));
     assert!(located, "rejections carry file:line:column ({bad_line})");
     assert!(outcomes.len() >= 20, "the load loop ran ({} execs)", outcomes.len());
     assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o), "both policies judged some execs");

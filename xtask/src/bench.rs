@@ -20,12 +20,25 @@ pub enum Command {
         #[arg(long, default_value = "6.12")]
         kernel: Kernel,
     },
+    /// airlock-audit: durable appends/s under group commit, verify MB/s.
+    Audit,
+    /// airlock-mask: throughput per input shape and latency of a 2 KB request.
+    Mask,
 }
 
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
         Command::Hold { count, kernel } => hold(*count, *kernel),
+        Command::Audit => library_bench("airlock-audit", "audit"),
+        Command::Mask => library_bench("airlock-mask", "mask"),
     }
+}
+
+/// Runs a library's own `harness = false` bench target, output passed through.
+fn library_bench(package: &str, bench: &str) -> Result<()> {
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(paths::workspace_root()).args(["bench", "-p", package, "--bench", bench]);
+    crate::util::run_status(&mut cmd)
 }
 
 fn hold(count: u32, kernel: Kernel) -> Result<()> {

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval_masking;
 pub mod paths;
 pub mod setup;
 pub mod test;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, demo, setup, test, vm};
+use xtask::{bench, demo, eval_masking, setup, test, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
@@ -30,6 +30,8 @@ enum Command {
     /// Measure (latency, throughput, overhead ratios) and print the numbers.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Per-detector recall/precision of the masking library on a labelled corpus.
+    EvalMasking(eval_masking::Options),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Test(opts) => setup::run(&setup::Options::default()).and_then(|()| test::run(&opts)),
         Command::Demo(opts) => demo::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&cmd).map(|()| ExitCode::SUCCESS),
+        Command::EvalMasking(opts) => eval_masking::run(&opts),
     };
     match result {
         Ok(code) => code,
