@@ -34,10 +34,16 @@ fi
 CGROOT=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 CG=$CGROOT/ai-agent-demo
 mkdir -p "$CG"
+"$AIRLOCK" auditor-keygen "$WORK/auditor.key" >/dev/null
 cat >"$WORK/agent.toml" <<CONF
 [agent]
 id = "demo-host"
-audit_log = "$WORK/audit.jsonl"
+[audit]
+dir = "$WORK/audit"
+signing_key = "$WORK/audit.key"
+[masking]
+auditor_public_key = "$WORK/auditor.key.pub"
+fingerprint_key = "$WORK/fingerprint.key"
 [hub]
 url = "http://127.0.0.1:7443"
 decision_ttl = "10m"
@@ -68,5 +74,9 @@ if cmp -s "$WORK/q3-report.csv" "$WORK/roundtrip.csv"; then
 else
     say "DEMO FAILED: the object in S3 differs from the source file"; exit 4
 fi
-say "audit trail ($WORK/audit.jsonl):"
-cat "$WORK/audit.jsonl"
+say "the signed audit trail (airlock audit tail $WORK/audit):"
+"$AIRLOCK" audit tail "$WORK/audit" -n 8
+say "verifying it (airlock audit verify $WORK/audit):"
+# Under emulation (the test VM) the 1 s checkpoint heartbeat can lag by seconds.
+GAP=""; [ "${DEMO_BRIDGE:-0}" = 1 ] && GAP="--max-gap-ms 30000"
+"$AIRLOCK" audit verify $GAP "$WORK/audit"
