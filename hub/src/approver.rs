@@ -73,6 +73,20 @@ pub enum StateFilter {
     All,
 }
 
+/// Narrowing filters of `list`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ListBy {
+    /// Only requests submitted by this agent principal.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only requests on behalf of this user.
+    #[arg(long)]
+    pub requester: Option<String>,
+    /// Only requests from this host.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
 /// Approver subcommands.
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum ApproverCommand {
@@ -84,6 +98,8 @@ pub enum ApproverCommand {
         /// At most this many (the hub caps it at 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[command(flatten)]
+        by: ListBy,
     },
     /// Print pending requests, then one line per new or changed request, until interrupted.
     Watch,
@@ -297,7 +313,9 @@ pub async fn run_with_output<W: Write + Send>(
         out,
     };
     let result = match cmd {
-        ApproverCommand::List { state, limit } => list::run(&mut session, state, limit).await,
+        ApproverCommand::List { state, limit, by } => {
+            list::run(&mut session, state, limit, by).await
+        }
         ApproverCommand::Watch => watch::run(&mut session).await,
         ApproverCommand::Show { id } => show::run(&mut session, &id).await,
         ApproverCommand::Approve {

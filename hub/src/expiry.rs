@@ -49,7 +49,15 @@ async fn sweep<S: Store>(hub: &Hub<S>, now: i64) -> Result<Option<i64>, crate::e
     for id in due {
         let expired = hub
             .store
-            .update(&id, None, |r| rules::expire(r, now))
+            .update(
+                &id,
+                None,
+                crate::store::Note {
+                    actor: "hub",
+                    action: "expire",
+                },
+                |r| rules::expire(r, now),
+            )
             .await?;
         tracing::info!(id = %expired.id, verdict = expired.decision.as_ref().map(|d| d.verdict), "request expired");
     }
