@@ -622,7 +622,7 @@ pub fn cancel(
 mod tests {
     use super::*;
     use crate::identity::Role;
-    use airlock_proto::v1::{ActionContext, GroupQuorum};
+    use airlock_proto::v1::GroupQuorum;
 
     fn caller(name: &str, role: Role, groups: &[&str]) -> Caller {
         Caller {
@@ -637,6 +637,7 @@ mod tests {
             id: "r1".to_owned(),
             host: "h".to_owned(),
             action: Some(ActionContext {
+                class: ActionClass::Exec as i32,
                 action_hash: "abc".to_owned(),
                 ..ActionContext::default()
             }),

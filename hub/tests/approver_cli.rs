@@ -44,7 +44,7 @@ async fn list_approve_deny_with_json() {
 
     let list = || ApproverCommand::List {
         state: StateFilter::Pending,
-        limit: 100,
+        limit: 100, by: Default::default(),
     };
     let (code, listed) = run_json(args(&hub, "bob"), list()).await;
     assert_eq!(code, ExitCode::SUCCESS);
@@ -93,7 +93,7 @@ async fn list_approve_deny_with_json() {
         args(&hub, "bob"),
         ApproverCommand::List {
             state: StateFilter::All,
-            limit: 100,
+            limit: 100, by: Default::default(),
         },
     )
     .await;
@@ -261,7 +261,7 @@ async fn human_output_escapes_control_characters() {
         a,
         ApproverCommand::List {
             state: StateFilter::Pending,
-            limit: 10,
+            limit: 10, by: Default::default(),
         },
         &mut out,
     )
