@@ -55,6 +55,41 @@ struct RawHub {
     /// How long a held action waits for a human before it is denied, e.g. "2m".
     #[serde(default = "default_ttl")]
     decision_ttl: String,
+    /// CA that signed the hub's certificate (PEM); with https:// URLs.
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
+    /// The agent's client certificate (PEM), naming `airlock:agent/<id>`.
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    /// The agent's client key (PEM).
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    /// What a held action gets when the hub stays unreachable for its whole TTL at submit
+    /// time: "deny" (default) or "allow".
+    #[serde(default)]
+    fail_mode: FailMode,
+}
+
+/// Outcome for a held action when the hub cannot be reached at submit time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Deny (the safe default).
+    #[default]
+    Deny,
+    /// Allow, loudly: for hosts where availability beats control.
+    Allow,
+}
+
+/// mTLS material for the hub connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubTls {
+    /// CA certificate the hub's certificate must chain to.
+    pub ca_cert: PathBuf,
+    /// Client certificate.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
 }
 
 fn default_ttl() -> String {
@@ -85,6 +120,9 @@ pub struct AgentConfig {
     pub audit_log: PathBuf,
     pub hub_url: String,
     pub decision_ttl: Duration,
+    /// mTLS files; `None` only with an `http://` (dev-mode) hub URL.
+    pub hub_tls: Option<HubTls>,
+    pub hub_fail_mode: FailMode,
     pub scope_cgroups: Vec<PathBuf>,
     pub watch: Vec<String>,
     pub search_path: String,
@@ -140,6 +178,29 @@ impl AgentConfig {
         if decision_ttl.is_zero() || decision_ttl > Duration::from_secs(24 * 3600) {
             return Err(invalid("hub.decision_ttl must be between 1s and 24h".into()));
         }
+        let hub_tls = match (raw.hub.ca_cert, raw.hub.client_cert, raw.hub.client_key) {
+            (Some(ca_cert), Some(client_cert), Some(client_key)) => {
+                Some(HubTls { ca_cert, client_cert, client_key })
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "hub.ca_cert, hub.client_cert and hub.client_key go together".into(),
+                ))
+            }
+        };
+        match (raw.hub.url.starts_with("https://"), hub_tls.is_some()) {
+            (true, false) => {
+                return Err(invalid(
+                    "an https:// hub.url needs hub.ca_cert, hub.client_cert and hub.client_key"
+                        .into(),
+                ))
+            }
+            (false, true) => {
+                return Err(invalid("hub.ca_cert and client certificates need an https:// hub.url".into()))
+            }
+            _ => {}
+        }
         if raw.scope.cgroups.is_empty() {
             return Err(invalid("scope.cgroups must name at least one cgroup".into()));
         }
@@ -154,6 +215,8 @@ impl AgentConfig {
             audit_log: raw.agent.audit_log,
             hub_url: raw.hub.url,
             decision_ttl,
+            hub_tls,
+            hub_fail_mode: raw.hub.fail_mode,
             scope_cgroups: raw.scope.cgroups,
             watch: raw.exec.watch,
             search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
@@ -200,6 +263,25 @@ watch = ["aws", "/usr/bin/scp"]
         assert_eq!(c.decision_ttl, Duration::from_secs(90));
         assert_eq!(c.watch, ["aws", "/usr/bin/scp"]);
         assert_eq!(c.search_path, DEFAULT_SEARCH_PATH);
+        assert_eq!(c.hub_fail_mode, FailMode::Deny, "deny unless configured");
+        assert_eq!(c.hub_tls, None);
+    }
+
+    #[test]
+    fn parses_mtls_and_fail_mode() {
+        let text = GOOD.replace("http://127.0.0.1:7443", "https://hub:7443").replace(
+            "decision_ttl = \"90s\"",
+            "decision_ttl = \"90s\"\nca_cert = \"/etc/airlock/ca.pem\"\n\
+             client_cert = \"/etc/airlock/host-1.pem\"\nclient_key = \"/etc/airlock/host-1.key\"\n\
+             fail_mode = \"allow\"",
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.hub_fail_mode, FailMode::Allow);
+        assert_eq!(c.hub_tls.unwrap().client_key, PathBuf::from("/etc/airlock/host-1.key"));
+        let https_without_certs = GOOD.replace("http://127", "https://127");
+        assert!(parse(&https_without_certs).unwrap_err().to_string().contains("needs hub.ca_cert"));
+        let bad_mode = GOOD.replace("decision_ttl = \"90s\"", "decision_ttl = \"90s\"\nfail_mode = \"maybe\"");
+        assert!(parse(&bad_mode).unwrap_err().to_string().contains("fail_mode"));
     }
 
     #[test]

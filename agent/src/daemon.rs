@@ -66,7 +66,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         tracing::debug!(path = %cgroup.path.display(), id = cgroup.id, "scope");
     }
     let audit = AuditLog::open(&config.audit_log)?;
-    let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
+    let hub = HubClient::new(
+        &config.hub_url,
+        &config.agent_id,
+        &crate::hub_client::HubOptions { tls: config.hub_tls.clone(), fail_mode: config.hub_fail_mode },
+    )?;
 
     let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &watched })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

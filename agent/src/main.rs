@@ -45,6 +45,9 @@ enum Command {
 enum HubCommand {
     /// Serve the airlock.v1 gRPC API (agents submit, approvers decide).
     Serve(airlock_hub::ServeArgs),
+    /// Create the certificates of a small install (mTLS identities).
+    #[command(subcommand)]
+    Ca(airlock_hub::ca::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hub(HubCommand::Serve(args)) => {
             runtime()?.block_on(airlock_hub::serve(args, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub(HubCommand::Ca(command)) => {
+            airlock_hub::ca::run(&command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Approver(command) => {

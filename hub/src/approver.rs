@@ -19,7 +19,7 @@ use std::time::Duration;
 use airlock_proto::v1::approver_service_client::ApproverServiceClient;
 use airlock_proto::v1::{ApprovalRequest, GetRequest};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::identity::{ClientIdentity, IdentityError, Role};
@@ -54,6 +54,15 @@ pub struct ApproverArgs {
     /// Print JSON, one object per line, instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate the hub's certificate chains to (PEM); with an https:// hub.
+    #[arg(long = "ca", global = true, env = "AIRLOCK_CA", value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Your client certificate (PEM), naming `airlock:approver/<you>`.
+    #[arg(long = "cert", global = true, env = "AIRLOCK_CERT", value_name = "PEM")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long = "key", global = true, env = "AIRLOCK_KEY", value_name = "PEM")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// Which requests `list` shows.
@@ -171,6 +180,9 @@ pub enum ApproverError {
         /// Largest number of seconds accepted.
         max: u32,
     },
+    /// A certificate file could not be read, or the three TLS flags are incomplete.
+    #[error("TLS setup: {0}")]
+    Tls(String),
     /// Writing the output failed.
     #[error("cannot write output")]
     Output(#[source] io::Error),
@@ -267,14 +279,36 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn connect(args: &ApproverArgs) -> Result<Client, ApproverError> {
-    let identity =
-        ClientIdentity::new(&principal(args)?, Role::Approver)?.with_groups(&args.groups)?;
-    let endpoint = Endpoint::from_shared(args.hub.clone())
+    let mut endpoint = Endpoint::from_shared(args.hub.clone())
         .map_err(|e| ApproverError::InvalidHubUrl {
             url: args.hub.clone(),
             reason: root_cause(&e),
         })?
         .connect_timeout(CONNECT_TIMEOUT);
+    let identity = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| ApproverError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca)?))
+                .identity(Identity::from_pem(read(cert)?, read(key)?));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ApproverError::Tls(root_cause(&e)))?;
+            // The certificate is the identity; --as and --groups are dev-mode only.
+            ClientIdentity::certificate()
+        }
+        (None, None, None) => {
+            ClientIdentity::new(&principal(args)?, Role::Approver)?.with_groups(&args.groups)?
+        }
+        _ => {
+            return Err(ApproverError::Tls(
+                "--ca, --cert and --key go together".to_owned(),
+            ));
+        }
+    };
     let channel = endpoint
         .connect()
         .await

@@ -21,6 +21,9 @@ fn args(hub: &TestHub, principal: &str) -> ApproverArgs {
         principal: Some(principal.to_owned()),
         groups: Vec::new(),
         json: true,
+        ca: None,
+        cert: None,
+        key: None,
     }
 }
 
@@ -232,6 +235,9 @@ async fn unreachable_hub_is_one_clear_sentence() {
             principal: Some("bob".to_owned()),
             groups: Vec::new(),
             json: false,
+        ca: None,
+        cert: None,
+        key: None,
         },
         ApproverCommand::Watch,
         &mut Vec::new(),
