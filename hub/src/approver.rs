@@ -110,7 +110,8 @@ pub enum ApproverCommand {
         #[command(flatten)]
         by: ListBy,
     },
-    /// Print pending requests, then one line per new or changed request, until interrupted.
+    /// Pending requests as a live table on a terminal (new ones highlighted, time left);
+    /// otherwise one line per pending, new or changed request, until interrupted.
     Watch,
     /// Show the full (masked) context of one request.
     Show {
@@ -206,6 +207,8 @@ pub(crate) struct Session<'w, W: Write + Send> {
     client: Client,
     hub: String,
     json: bool,
+    /// Redraw `watch` as a live table (stdout is a terminal, no --json).
+    live: bool,
     out: &'w mut W,
 }
 
@@ -326,7 +329,8 @@ async fn connect(args: &ApproverArgs) -> Result<Client, ApproverError> {
 /// [`ApproverError`] for everything that should exit 2; negative results (a request
 /// not found or no longer pending) are reported on stderr and return exit code 1.
 pub async fn run(args: ApproverArgs, cmd: ApproverCommand) -> Result<ExitCode, ApproverError> {
-    run_with_output(args, cmd, &mut io::stdout()).await
+    let live = !args.json && io::IsTerminal::is_terminal(&io::stdout());
+    run_session(args, cmd, &mut io::stdout(), live).await
 }
 
 /// Runs one approver command, printing to `out` (tests capture it).
@@ -339,11 +343,21 @@ pub async fn run_with_output<W: Write + Send>(
     cmd: ApproverCommand,
     out: &mut W,
 ) -> Result<ExitCode, ApproverError> {
+    run_session(args, cmd, out, false).await
+}
+
+async fn run_session<W: Write + Send>(
+    args: ApproverArgs,
+    cmd: ApproverCommand,
+    out: &mut W,
+    live: bool,
+) -> Result<ExitCode, ApproverError> {
     let client = connect(&args).await?;
     let mut session = Session {
         client,
         hub: args.hub.clone(),
         json: args.json,
+        live,
         out,
     };
     let result = match cmd {
