@@ -176,7 +176,10 @@ async fn run<S: Store>(name: &str, store: S) {
                 if i > DECISIONS {
                     return;
                 }
-                approver.decide(decide(&format!("pending-{i}"))).await.unwrap();
+                approver
+                    .decide(decide(&format!("pending-{i}")))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -255,7 +258,10 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        for (label, sync) in [("sqlite/full", SqliteSync::Full), ("sqlite/normal", SqliteSync::Normal)] {
+        for (label, sync) in [
+            ("sqlite/full", SqliteSync::Full),
+            ("sqlite/normal", SqliteSync::Normal),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let store = SqliteStore::open(&dir.path().join("bench.db"), sync).unwrap();
             run(label, store).await;

@@ -144,8 +144,7 @@ fn validity(params: &mut CertificateParams, days: u32) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     // An hour of slack for clocks that lag the issuing host.
-    let start = rcgen::date_time_ymd(1970, 1, 1)
-        + now.saturating_sub(Duration::from_secs(3600));
+    let start = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(Duration::from_secs(3600));
     params.not_before = start;
     params.not_after = start + Duration::from_secs(u64::from(days.max(1)) * 86_400);
 }
@@ -204,14 +203,10 @@ pub fn issue(
         Some(role) => {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             let uri = format!("{PRINCIPAL_URI_PREFIX}{}/{name}", role.as_str());
-            params
-                .subject_alt_names
-                .push(SanType::URI(uri.try_into()?));
+            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
             for group in groups {
                 let uri = format!("{GROUP_URI_PREFIX}{group}");
-                params
-                    .subject_alt_names
-                    .push(SanType::URI(uri.try_into()?));
+                params.subject_alt_names.push(SanType::URI(uri.try_into()?));
             }
         }
         None => {

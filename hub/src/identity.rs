@@ -214,8 +214,8 @@ impl Interceptor for CertIdentity {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let caller = caller_from_cert(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let caller =
+            caller_from_cert(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }

@@ -62,7 +62,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// State: `sqlite:PATH` (default), `postgres://user@host/db` (replicas), or `memory`.
-    #[arg(long, env = "AIRLOCK_HUB_STORE", default_value = "sqlite:/var/lib/airlock/hub.db")]
+    #[arg(
+        long,
+        env = "AIRLOCK_HUB_STORE",
+        default_value = "sqlite:/var/lib/airlock/hub.db"
+    )]
     pub store: StoreSpec,
     /// SQLite durability: `full` fsyncs every commit; `normal` survives a hub crash but
     /// may lose the last commits on power loss.
@@ -81,7 +85,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_HUB_KEY", required_unless_present = "dev_tokens")]
     pub tls_key: Option<PathBuf>,
     /// CA that signs client certificates (PEM); clients without one are refused.
-    #[arg(long, env = "AIRLOCK_HUB_CLIENT_CA", required_unless_present = "dev_tokens")]
+    #[arg(
+        long,
+        env = "AIRLOCK_HUB_CLIENT_CA",
+        required_unless_present = "dev_tokens"
+    )]
     pub client_ca: Option<PathBuf>,
     /// Dev identity mode instead of mTLS: trust x-airlock-principal/x-airlock-role headers.
     ///
@@ -136,7 +144,9 @@ pub enum HubError {
     #[error("refusing dev identity mode on non-loopback address {0}: it trusts client headers")]
     DevModeNotLoopback(SocketAddr),
     /// Neither mTLS files nor --dev-tokens were given.
-    #[error("no identity mode: pass --tls-cert, --tls-key and --client-ca (or --dev-tokens on loopback)")]
+    #[error(
+        "no identity mode: pass --tls-cert, --tls-key and --client-ca (or --dev-tokens on loopback)"
+    )]
     NoIdentityMode,
     /// A TLS file could not be read.
     #[error("cannot read {path}")]

@@ -47,7 +47,8 @@ async fn list_approve_deny_with_json() {
 
     let list = || ApproverCommand::List {
         state: StateFilter::Pending,
-        limit: 100, by: Default::default(),
+        limit: 100,
+        by: Default::default(),
     };
     let (code, listed) = run_json(args(&hub, "bob"), list()).await;
     assert_eq!(code, ExitCode::SUCCESS);
@@ -96,7 +97,8 @@ async fn list_approve_deny_with_json() {
         args(&hub, "bob"),
         ApproverCommand::List {
             state: StateFilter::All,
-            limit: 100, by: Default::default(),
+            limit: 100,
+            by: Default::default(),
         },
     )
     .await;
@@ -235,9 +237,9 @@ async fn unreachable_hub_is_one_clear_sentence() {
             principal: Some("bob".to_owned()),
             groups: Vec::new(),
             json: false,
-        ca: None,
-        cert: None,
-        key: None,
+            ca: None,
+            cert: None,
+            key: None,
         },
         ApproverCommand::Watch,
         &mut Vec::new(),
@@ -267,7 +269,8 @@ async fn human_output_escapes_control_characters() {
         a,
         ApproverCommand::List {
             state: StateFilter::Pending,
-            limit: 10, by: Default::default(),
+            limit: 10,
+            by: Default::default(),
         },
         &mut out,
     )

@@ -33,7 +33,15 @@ fn pki() -> Pki {
     let san = ["localhost".to_owned(), "127.0.0.1".to_owned()];
     ca::issue(d, IssueRole::Server, "hub", &[], &san, 30).unwrap();
     ca::issue(d, IssueRole::Agent, "agent-1", &[], &[], 30).unwrap();
-    ca::issue(d, IssueRole::Approver, "alice", &["sre".to_owned()], &[], 30).unwrap();
+    ca::issue(
+        d,
+        IssueRole::Approver,
+        "alice",
+        &["sre".to_owned()],
+        &[],
+        30,
+    )
+    .unwrap();
     ca::issue(d, IssueRole::Approver, "bob", &["sre".to_owned()], &[], 30).unwrap();
     let dir2 = tempfile::tempdir().unwrap();
     for f in [ca::CA_CERT, ca::CA_KEY] {
@@ -43,12 +51,16 @@ fn pki() -> Pki {
     ca::issue(dir2.path(), IssueRole::Admin, "alice", &groups, &[], 30).unwrap();
     let other_ca = tempfile::tempdir().unwrap();
     ca::init(other_ca.path()).unwrap();
-    ca::issue(other_ca.path(), IssueRole::Approver, "carol", &["sre".to_owned()], &[], 30)
-        .unwrap();
-    assert!(
-        ca::init(d).is_err(),
-        "init never overwrites an existing CA"
-    );
+    ca::issue(
+        other_ca.path(),
+        IssueRole::Approver,
+        "carol",
+        &["sre".to_owned()],
+        &[],
+        30,
+    )
+    .unwrap();
+    assert!(ca::init(d).is_err(), "init never overwrites an existing CA");
     Pki {
         dir,
         dir2,
@@ -62,12 +74,21 @@ async fn start(pki: &Pki) -> (TestHub, tempfile::TempDir) {
         IdentityMode::tls_files(&d.join("hub.pem"), &d.join("hub.key"), &d.join("ca.pem")).unwrap();
     let db = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&db.path().join("hub.db"), SqliteSync::Normal).unwrap();
-    (TestHub::with_store(store, quick_config(), identity).await, db)
+    (
+        TestHub::with_store(store, quick_config(), identity).await,
+        db,
+    )
 }
 
-async fn channel(hub: &TestHub, ca_dir: &Path, cert: Option<(&Path, &str)>) -> Result<Channel, tonic::transport::Error> {
+async fn channel(
+    hub: &TestHub,
+    ca_dir: &Path,
+    cert: Option<(&Path, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca_dir.join("ca.pem")).unwrap()))
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(ca_dir.join("ca.pem")).unwrap(),
+        ))
         .domain_name("localhost");
     if let Some((dir, name)) = cert {
         tls = tls.identity(Identity::from_pem(
@@ -83,7 +104,8 @@ async fn channel(hub: &TestHub, ca_dir: &Path, cert: Option<(&Path, &str)>) -> R
         .await
 }
 
-type Approver = ApproverServiceClient<tonic::service::interceptor::InterceptedService<Channel, ClientIdentity>>;
+type Approver =
+    ApproverServiceClient<tonic::service::interceptor::InterceptedService<Channel, ClientIdentity>>;
 
 async fn approver(hub: &TestHub, dir: &Path, ca_dir: &Path, name: &str) -> Approver {
     let ch = channel(hub, ca_dir, Some((dir, name))).await.unwrap();
@@ -121,11 +143,21 @@ async fn certificates_name_principals_and_rules_follow_them() {
         .decide(decide("m1", Verdict::Allow, ""))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "an agent certificate never decides");
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "an agent certificate never decides"
+    );
 
     let mut alice = approver(&hub, d, d, "alice").await;
     let mut alice_admin = approver(&hub, pki.dir2.path(), d, "alice").await;
-    let r = alice.decide(decide("m1", Verdict::Allow, "")).await.unwrap().into_inner().request.unwrap();
+    let r = alice
+        .decide(decide("m1", Verdict::Allow, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
     assert_eq!(r.state, RequestState::Pending as i32);
     let r = alice_admin
         .decide(decide("m1", Verdict::Allow, ""))
@@ -140,11 +172,20 @@ async fn certificates_name_principals_and_rules_follow_them() {
         "a second certificate of alice is still alice"
     );
     for client in [&mut alice, &mut alice_admin] {
-        let err = client.decide(decide("m2", Verdict::Allow, "")).await.unwrap_err();
+        let err = client
+            .decide(decide("m2", Verdict::Allow, ""))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "alice requested m2");
     }
     let mut bob = approver(&hub, d, d, "bob").await;
-    let r = bob.decide(decide("m1", Verdict::Allow, "")).await.unwrap().into_inner().request.unwrap();
+    let r = bob
+        .decide(decide("m1", Verdict::Allow, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
     assert_eq!(r.state, RequestState::Approved as i32);
 
     // The CLI over mTLS.
@@ -179,10 +220,18 @@ async fn bad_certificates_are_refused() {
     let pki = pki();
     let d = pki.dir.path();
     let (hub, _db) = start(&pki).await;
-    let refused = |r: Result<tonic::Response<tonic::Streaming<airlock_proto::v1::WatchEvent>>, tonic::Status>| {
-        let err = r.err().expect("refused");
+    let refused = |r: Result<
+        tonic::Response<tonic::Streaming<airlock_proto::v1::WatchEvent>>,
+        tonic::Status,
+    >| {
+        let Err(err) = r else {
+            panic!("a bad certificate must be refused")
+        };
         assert!(
-            matches!(err.code(), Code::Unavailable | Code::Unknown | Code::Unauthenticated),
+            matches!(
+                err.code(),
+                Code::Unavailable | Code::Unknown | Code::Unauthenticated
+            ),
             "{err:?}"
         );
     };
@@ -197,7 +246,8 @@ async fn bad_certificates_are_refused() {
         match ch {
             Err(_) => {}
             Ok(ch) => {
-                let mut c = ApproverServiceClient::with_interceptor(ch, ClientIdentity::certificate());
+                let mut c =
+                    ApproverServiceClient::with_interceptor(ch, ClientIdentity::certificate());
                 refused(c.watch(WatchRequest { since_revision: 0 }).await);
             }
         }

@@ -53,7 +53,14 @@ fn free_port() -> u16 {
 
 async fn spawn_hub(bin: &PathBuf, port: u16, store: &str) -> Child {
     let child = Command::new(bin)
-        .args(["hub", "serve", "--dev-tokens", "--heartbeat", "200ms", "--listen"])
+        .args([
+            "hub",
+            "serve",
+            "--dev-tokens",
+            "--heartbeat",
+            "200ms",
+            "--listen",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--store")
         .arg(store)
@@ -64,7 +71,10 @@ async fn spawn_hub(bin: &PathBuf, port: u16, store: &str) -> Child {
         .spawn()
         .unwrap();
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -127,7 +137,11 @@ async fn kill_9_with_200_pending_loses_nothing() {
         } else {
             (Verdict::Deny, RequestState::Denied)
         };
-        let r = bob.decide(decide(id, verdict, "r")).await.unwrap().into_inner();
+        let r = bob
+            .decide(decide(id, verdict, "r"))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(r.request.unwrap().state, want as i32);
         acked.insert(id.clone(), want);
     }
@@ -191,10 +205,17 @@ async fn kill_9_with_200_pending_loses_nothing() {
         replayed.insert(e.id.clone(), e.state);
     }
     assert_eq!(replayed.len(), finals);
-    assert!(pending >= 100, "at least the 100 never-decided ones are pending");
+    assert!(
+        pending >= 100,
+        "at least the 100 never-decided ones are pending"
+    );
     // The survivors can still be decided.
     let last = ids.last().unwrap();
-    let r = bob.decide(decide(last, Verdict::Allow, "")).await.unwrap().into_inner();
+    let r = bob
+        .decide(decide(last, Verdict::Allow, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(r.request.unwrap().state, RequestState::Approved as i32);
     hub.start_kill().unwrap();
     hub.wait().await.unwrap();
@@ -209,7 +230,9 @@ async fn kill_9_with_200_pending_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_postgres() {
     let Some(bin) = binary() else { return };
-    let Some(url) = util::pg::database().await else { return };
+    let Some(url) = util::pg::database().await else {
+        return;
+    };
     let (pa, pb) = (free_port(), free_port());
     let _a = spawn_hub(&bin, pa, &url).await;
     let _b = spawn_hub(&bin, pb, &url).await;
@@ -227,18 +250,29 @@ async fn two_replicas_share_one_postgres() {
         .await
         .unwrap()
         .into_inner();
-    assert!(matches!(next_event(&mut watch).await, watch_event::Event::Snapshot(_)));
+    assert!(matches!(
+        next_event(&mut watch).await,
+        watch_event::Event::Snapshot(_)
+    ));
 
     let agent_a = agent(pa).await;
     let mut revisions = Vec::new();
     for i in 0..6 {
-        let mut client = if i % 2 == 0 { agent_a.clone() } else { agent_b.clone() };
+        let mut client = if i % 2 == 0 {
+            agent_a.clone()
+        } else {
+            agent_b.clone()
+        };
         let r = client.submit(long_ttl(&format!("rep-{i}"))).await.unwrap();
         revisions.push(r.into_inner().request.unwrap().revision);
     }
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
     // Submitting the same id on the other replica is idempotent.
-    let again = agent_b.submit(long_ttl("rep-0")).await.unwrap().into_inner();
+    let again = agent_b
+        .submit(long_ttl("rep-0"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.request.unwrap().revision, revisions[0]);
 
     let mut seen = Vec::new();
@@ -247,7 +281,10 @@ async fn two_replicas_share_one_postgres() {
             seen.push(r.revision);
         }
     }
-    assert_eq!(seen, revisions, "B's watcher sees A's and B's changes in order");
+    assert_eq!(
+        seen, revisions,
+        "B's watcher sees A's and B's changes in order"
+    );
 
     let mut bob_a = approver(pa, "bob").await;
     bob_a

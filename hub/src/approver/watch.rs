@@ -172,8 +172,14 @@ mod tests {
         let new_at = frame.find("new-one").unwrap();
         let old_at = frame.find("old-one").unwrap();
         assert!(new_at < old_at, "soonest deadline first");
-        assert!(frame.contains(&format!("{NEW}new-one")), "new request highlighted");
-        assert!(!frame.contains(&format!("{NEW}old-one")), "snapshot rows are not new");
+        assert!(
+            frame.contains(&format!("{NEW}new-one")),
+            "new request highlighted"
+        );
+        assert!(
+            !frame.contains(&format!("{NEW}old-one")),
+            "snapshot rows are not new"
+        );
         assert!(frame.contains("left 56s"), "time left shown: {frame}");
         let later = t.render("http://hub", 40_000);
         assert!(!later.contains(NEW), "highlight fades after 30 s");

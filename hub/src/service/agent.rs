@@ -54,8 +54,12 @@ impl<S: Store> AgentService for AgentApi<S> {
         let caller = Caller::of(&request)?;
         caller.require_agent()?;
         let now = rules::now_unix_ms();
-        let candidate =
-            rules::new_request(&caller, request.into_inner(), now, self.hub.config.default_ttl)?;
+        let candidate = rules::new_request(
+            &caller,
+            request.into_inner(),
+            now,
+            self.hub.config.default_ttl,
+        )?;
         // A DURATION grant for this exact action (same hash, agent and requester) approves
         // the request as it is stored; the decision and the audit entry name the grant.
         let hash = candidate

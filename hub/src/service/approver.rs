@@ -223,7 +223,8 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         let caller = Caller::of(&request)?;
         caller.require_approver()?;
         let decide = request.into_inner();
-        let unknown = |field: &str, v: i32| ApiError::InvalidArgument(format!("{field}: unknown value {v}"));
+        let unknown =
+            |field: &str, v: i32| ApiError::InvalidArgument(format!("{field}: unknown value {v}"));
         if decide.idempotency_key.len() > MAX_KEY_LEN || decide.channel.len() > MAX_KEY_LEN {
             return Err(ApiError::InvalidArgument(format!(
                 "idempotency_key and channel are limited to {MAX_KEY_LEN} bytes"
@@ -240,7 +241,8 @@ impl<S: Store> ApproverService for ApproverApi<S> {
             verdict: Verdict::try_from(decide.verdict)
                 .map_err(|_| unknown("verdict", decide.verdict))?,
             reason: decide.reason,
-            scope: GrantScope::try_from(decide.scope).map_err(|_| unknown("scope", decide.scope))?,
+            scope: GrantScope::try_from(decide.scope)
+                .map_err(|_| unknown("scope", decide.scope))?,
             duration_seconds: decide.duration_seconds,
             channel: decide.channel,
         };

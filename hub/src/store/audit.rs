@@ -150,7 +150,10 @@ mod tests {
         let a = entry(1, GENESIS, 10, &req("a"), b"a", note);
         let b = entry(2, &a.hash, 11, &req("b"), b"b", note);
         let c = entry(3, &b.hash, 12, &req("c"), b"c", note);
-        assert_eq!(verify_chain(GENESIS, &[a.clone(), b.clone(), c.clone()]), Ok(()));
+        assert_eq!(
+            verify_chain(GENESIS, &[a.clone(), b.clone(), c.clone()]),
+            Ok(())
+        );
         assert_eq!(
             verify_chain(GENESIS, &[a.clone(), c.clone()]),
             Err(ChainError::Broken { seq: 3 })

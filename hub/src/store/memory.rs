@@ -261,7 +261,13 @@ impl Store for MemoryStore {
     async fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, ApiError> {
         let inner = self.lock()?;
         let start = usize::try_from(after).unwrap_or(usize::MAX);
-        Ok(inner.audit.iter().skip(start).take(limit).cloned().collect())
+        Ok(inner
+            .audit
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -301,7 +307,9 @@ mod tests {
             .await
             .unwrap();
         let again = store
-            .update("a", Some(key.clone()), NOTE, |_| panic!("must not run twice"))
+            .update("a", Some(key.clone()), NOTE, |_| {
+                panic!("must not run twice")
+            })
             .await
             .unwrap();
         assert_eq!(first, again);

@@ -34,7 +34,7 @@ const POLL: Duration = Duration::from_secs(2);
 /// Connections per replica.
 const POOL_SIZE: usize = 16;
 /// Advisory lock key serialising schema creation between replicas starting together.
-const SCHEMA_LOCK: i64 = 0x6169_726c_6f63_6b;
+const SCHEMA_LOCK: i64 = 0x0061_6972_6c6f_636b;
 
 /// A PostgreSQL failure.
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +382,10 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         let head = Self::head(&tx).await?;
         if let Some(row) = tx
-            .query_opt("SELECT id, body FROM requests WHERE id = $1", &[&request.id])
+            .query_opt(
+                "SELECT id, body FROM requests WHERE id = $1",
+                &[&request.id],
+            )
             .await?
         {
             return Ok(Inserted::Existing(body_of(&row)?));

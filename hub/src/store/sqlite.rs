@@ -125,7 +125,10 @@ struct Recent {
 
 impl Recent {
     fn push(&mut self, request: &ApprovalRequest) {
-        if let Some(old) = self.revision_of.insert(request.id.clone(), request.revision) {
+        if let Some(old) = self
+            .revision_of
+            .insert(request.id.clone(), request.revision)
+        {
             self.by_revision.remove(&old);
         }
         self.by_revision.insert(request.revision, request.clone());
@@ -263,7 +266,13 @@ impl SqliteStore {
             tx.execute(
                 "INSERT OR REPLACE INTO grants (action_hash, agent_id, requester, until_ms, \
                  request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![g.action_hash, g.agent_id, g.requester, g.until_unix_ms, g.request_id],
+                params![
+                    g.action_hash,
+                    g.agent_id,
+                    g.requester,
+                    g.until_unix_ms,
+                    g.request_id
+                ],
             )?;
         }
         let record = audit::entry(
@@ -394,7 +403,12 @@ impl Store for SqliteStore {
         if !filter.states.is_empty() {
             let marks = vec!["?"; filter.states.len()].join(", ");
             sql.push_str(&format!(" AND state IN ({marks})"));
-            args.extend(filter.states.iter().map(|s| Value::Integer(i64::from(*s as i32))));
+            args.extend(
+                filter
+                    .states
+                    .iter()
+                    .map(|s| Value::Integer(i64::from(*s as i32))),
+            );
         }
         for (column, value) in [
             ("agent_id", &filter.agent_id),
@@ -548,7 +562,9 @@ impl Store for SqliteStore {
             .query_map(params![pending, now_unix_ms], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         let next: Option<i64> = conn
-            .prepare_cached("SELECT MIN(expires_ms) FROM requests WHERE state = ?1 AND expires_ms > ?2")?
+            .prepare_cached(
+                "SELECT MIN(expires_ms) FROM requests WHERE state = ?1 AND expires_ms > ?2",
+            )?
             .query_row(params![pending, now_unix_ms], |r| r.get(0))?;
         Ok((due, next))
     }
@@ -566,15 +582,18 @@ impl Store for SqliteStore {
                 "SELECT until_ms, request_id FROM grants WHERE action_hash = ?1 AND \
                  agent_id = ?2 AND requester = ?3 AND until_ms > ?4 ORDER BY until_ms DESC LIMIT 1",
             )?
-            .query_row(params![action_hash, agent_id, requester, now_unix_ms], |r| {
-                Ok(GrantRecord {
-                    action_hash: action_hash.to_owned(),
-                    agent_id: agent_id.to_owned(),
-                    requester: requester.to_owned(),
-                    until_unix_ms: r.get(0)?,
-                    request_id: r.get(1)?,
-                })
-            })
+            .query_row(
+                params![action_hash, agent_id, requester, now_unix_ms],
+                |r| {
+                    Ok(GrantRecord {
+                        action_hash: action_hash.to_owned(),
+                        agent_id: agent_id.to_owned(),
+                        requester: requester.to_owned(),
+                        until_unix_ms: r.get(0)?,
+                        request_id: r.get(1)?,
+                    })
+                },
+            )
             .optional()?)
     }
 

@@ -1,7 +1,5 @@
 //! The issue's rules, each as a behaviour run against every backend (see `backends!`).
 
-use std::time::Duration;
-
 use airlock_hub::identity::Role;
 use airlock_hub::store::{
     GENESIS, IdempotencyKey, Inserted, MemoryStore, Mutation, Note, PgStore, SqliteStore,
@@ -69,12 +67,26 @@ pub async fn grant_for_a_duration_covers_only_the_same_action(b: Backend) {
         .into_inner()
         .request
         .unwrap();
-    assert_eq!(state(&other_cmd), RequestState::Pending, "grant is bound to the hash");
+    assert_eq!(
+        state(&other_cmd),
+        RequestState::Pending,
+        "grant is bound to the hash"
+    );
     let mut other_user = again.clone();
     other_user.id = "fourth".to_owned();
     other_user.requester = "trent".to_owned();
-    let r = agent.submit(other_user).await.unwrap().into_inner().request.unwrap();
-    assert_eq!(state(&r), RequestState::Pending, "grant is bound to the requester");
+    let r = agent
+        .submit(other_user)
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(
+        state(&r),
+        RequestState::Pending,
+        "grant is bound to the requester"
+    );
     let mut other_agent = again.clone();
     other_agent.id = "fifth".to_owned();
     let r = hub
@@ -86,14 +98,26 @@ pub async fn grant_for_a_duration_covers_only_the_same_action(b: Backend) {
         .into_inner()
         .request
         .unwrap();
-    assert_eq!(state(&r), RequestState::Pending, "grant is bound to the agent");
+    assert_eq!(
+        state(&r),
+        RequestState::Pending,
+        "grant is bound to the agent"
+    );
 
     // A one-shot approval grants nothing beyond its request.
     agent.submit(submit("once", "mallory")).await.unwrap();
-    bob.decide(decide("once", Verdict::Allow, "")).await.unwrap();
+    bob.decide(decide("once", Verdict::Allow, ""))
+        .await
+        .unwrap();
     let mut repeat = submit("once-again", "mallory");
     repeat.action.as_mut().unwrap().action_hash = "hash-once".to_owned();
-    let r = agent.submit(repeat).await.unwrap().into_inner().request.unwrap();
+    let r = agent
+        .submit(repeat)
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
     assert_eq!(state(&r), RequestState::Pending);
     hub.stop().await;
 }
@@ -122,19 +146,35 @@ pub async fn quorum_across_groups_with_a_double_voter(b: Backend) {
         state(&r.unwrap().into_inner().request.unwrap())
     };
     let mut alice = hub.approver_as("alice", Role::Approver, &["sre"]).await;
-    assert_eq!(vote(alice.decide(decide("q", Verdict::Allow, "")).await), RequestState::Pending);
+    assert_eq!(
+        vote(alice.decide(decide("q", Verdict::Allow, "")).await),
+        RequestState::Pending
+    );
     // Alice again, and as "ALICE" with more groups (a second credential): still one vote.
-    assert_eq!(vote(alice.decide(decide("q", Verdict::Allow, "")).await), RequestState::Pending);
+    assert_eq!(
+        vote(alice.decide(decide("q", Verdict::Allow, "")).await),
+        RequestState::Pending
+    );
     let mut alice2 = hub.approver_as("ALICE", Role::Admin, &["sre", "sec"]).await;
-    assert_eq!(vote(alice2.decide(decide("q", Verdict::Allow, "")).await), RequestState::Pending);
+    assert_eq!(
+        vote(alice2.decide(decide("q", Verdict::Allow, "")).await),
+        RequestState::Pending
+    );
     let err = alice2
         .decide(decide("q", Verdict::Deny, "changed my mind"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "one person, one vote");
     let mut eve = hub.approver_as("eve", Role::Approver, &["web"]).await;
-    let err = eve.decide(decide("q", Verdict::Allow, "")).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "outside every required group");
+    let err = eve
+        .decide(decide("q", Verdict::Allow, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "outside every required group"
+    );
     let mut bob = hub.approver_as("bob", Role::Approver, &["sre"]).await;
     assert_eq!(
         vote(bob.decide(decide("q", Verdict::Allow, "")).await),
@@ -167,10 +207,20 @@ pub async fn denial_threshold_and_reasons(b: Backend) {
         .await
         .unwrap();
     let mut alice = hub.approver("alice").await;
-    let err = alice.decide(decide("d", Verdict::Deny, "  ")).await.unwrap_err();
+    let err = alice
+        .decide(decide("d", Verdict::Deny, "  "))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "a denial needs a reason");
-    let err = alice.decide(decide("d", Verdict::Allow, "")).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "this rule needs approval reasons");
+    let err = alice
+        .decide(decide("d", Verdict::Allow, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "this rule needs approval reasons"
+    );
     let r = alice
         .decide(decide("d", Verdict::Deny, "no"))
         .await
@@ -178,7 +228,11 @@ pub async fn denial_threshold_and_reasons(b: Backend) {
         .into_inner()
         .request
         .unwrap();
-    assert_eq!(state(&r), RequestState::Pending, "the rule wants two denials");
+    assert_eq!(
+        state(&r),
+        RequestState::Pending,
+        "the rule wants two denials"
+    );
     let r = hub
         .approver("bob")
         .await
@@ -226,11 +280,21 @@ pub async fn agents_never_decide_and_admins_never_self_approve(b: Backend) {
         .unwrap();
     // An agent credential, even one named like an approver, can never vote.
     let mut agent_as_bob = hub.approver_as("bob", Role::Agent, &["sre"]).await;
-    let err = agent_as_bob.decide(decide("s", Verdict::Allow, "")).await.unwrap_err();
+    let err = agent_as_bob
+        .decide(decide("s", Verdict::Allow, ""))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    for (name, role) in [("alice", Role::Admin), ("Alice", Role::Approver), (" alice ", Role::Admin)] {
+    for (name, role) in [
+        ("alice", Role::Admin),
+        ("Alice", Role::Approver),
+        (" alice ", Role::Admin),
+    ] {
         let mut me = hub.approver_as(name, role, &[]).await;
-        let err = me.decide(decide("s", Verdict::Allow, "")).await.unwrap_err();
+        let err = me
+            .decide(decide("s", Verdict::Allow, ""))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{name} as {role}");
     }
     let r = hub
@@ -264,9 +328,21 @@ pub async fn replayed_decide_is_one_vote(b: Backend) {
     let mut alice = hub.approver_as("alice", Role::Approver, &["sre"]).await;
     let mut d = decide("r", Verdict::Allow, "");
     d.idempotency_key = "k-1".to_owned();
-    let first = alice.decide(d.clone()).await.unwrap().into_inner().request.unwrap();
+    let first = alice
+        .decide(d.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
     for _ in 0..3 {
-        let again = alice.decide(d.clone()).await.unwrap().into_inner().request.unwrap();
+        let again = alice
+            .decide(d.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .request
+            .unwrap();
         assert_eq!(again, first, "a replay returns the first result");
     }
     assert_eq!(first.votes.len(), 1);
@@ -290,11 +366,17 @@ pub async fn approve_after_expiry_fails_and_on_timeout_applies(b: Backend) {
         ..Requirements::default()
     };
     agent
-        .submit(with_requirements(submit("t-deny", "mallory"), short(Verdict::Unspecified)))
+        .submit(with_requirements(
+            submit("t-deny", "mallory"),
+            short(Verdict::Unspecified),
+        ))
         .await
         .unwrap();
     agent
-        .submit(with_requirements(submit("t-allow", "mallory"), short(Verdict::Allow)))
+        .submit(with_requirements(
+            submit("t-allow", "mallory"),
+            short(Verdict::Allow),
+        ))
         .await
         .unwrap();
     let mut seen = std::collections::HashMap::new();
@@ -304,9 +386,15 @@ pub async fn approve_after_expiry_fails_and_on_timeout_applies(b: Backend) {
     }
     let deny = &seen["t-deny"];
     assert_eq!(deny.state, RequestState::Expired as i32);
-    assert_eq!(deny.decision.as_ref().unwrap().verdict, Verdict::Deny as i32);
+    assert_eq!(
+        deny.decision.as_ref().unwrap().verdict,
+        Verdict::Deny as i32
+    );
     let allow = &seen["t-allow"];
-    assert_eq!(allow.decision.as_ref().unwrap().verdict, Verdict::Allow as i32);
+    assert_eq!(
+        allow.decision.as_ref().unwrap().verdict,
+        Verdict::Allow as i32
+    );
     let err = hub
         .approver("bob")
         .await
@@ -348,10 +436,16 @@ pub async fn bad_input_is_invalid_argument(b: Backend) {
     let mut bob = hub.approver("bob").await;
     let mut d = decide("ok", Verdict::Allow, "");
     d.verdict = 42;
-    assert_eq!(bob.decide(d).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        bob.decide(d).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let mut d = decide("ok", Verdict::Allow, "");
     d.scope = 9;
-    assert_eq!(bob.decide(d).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        bob.decide(d).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let err = bob
         .list(ListRequest {
             states: vec![77],
@@ -424,10 +518,7 @@ pub async fn list_filters(b: Backend) {
 }
 
 async fn audit_chain<S: Store>(store: S) {
-    let note = |action| Note {
-        actor: "t",
-        action,
-    };
+    let note = |action| Note { actor: "t", action };
     let rx = store.subscribe();
     let base = store.revision().await.unwrap();
     for id in ["a", "b"] {
@@ -437,7 +528,10 @@ async fn audit_chain<S: Store>(store: S) {
             expires_unix_ms: 100,
             ..ApprovalRequest::default()
         };
-        assert!(matches!(store.insert(r, note("submit")).await.unwrap(), Inserted::New(_)));
+        assert!(matches!(
+            store.insert(r, note("submit")).await.unwrap(),
+            Inserted::New(_)
+        ));
     }
     assert!(rx.has_changed().unwrap());
     let again = ApprovalRequest {
@@ -460,7 +554,9 @@ async fn audit_chain<S: Store>(store: S) {
         .await
         .unwrap();
     let replay = store
-        .update("a", Some(key), note("vote"), |_| panic!("must not run twice"))
+        .update("a", Some(key), note("vote"), |_| {
+            panic!("must not run twice")
+        })
         .await
         .unwrap();
     assert_eq!(a2, replay);
@@ -488,13 +584,17 @@ async fn audit_chain<S: Store>(store: S) {
     assert_eq!((pending.len(), rev), (1, a2.revision));
 
     let audit = store.audit_since(0, 100).await.unwrap();
-    assert_eq!(audit.len(), 3, "two submits and one vote; no entry for no-ops");
+    assert_eq!(
+        audit.len(),
+        3,
+        "two submits and one vote; no entry for no-ops"
+    );
     assert_eq!(
         audit.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
         ["submit", "submit", "vote"]
     );
     assert_eq!(verify_chain(GENESIS, &audit), Ok(()));
-    assert_eq!(verify_chain(GENESIS, &audit[1..]).is_err(), true);
+    assert!(verify_chain(GENESIS, &audit[1..]).is_err());
     assert_eq!(audit[2].revision, a2.revision);
 }
 
@@ -512,15 +612,25 @@ pub async fn store_audit_chain_and_revisions(b: Backend) {
                 id: "c".to_owned(),
                 ..ApprovalRequest::default()
             };
-            store.insert(r, Note { actor: "t", action: "submit" }).await.unwrap();
+            store
+                .insert(
+                    r,
+                    Note {
+                        actor: "t",
+                        action: "submit",
+                    },
+                )
+                .await
+                .unwrap();
             let audit = store.audit_since(0, 100).await.unwrap();
             assert_eq!(audit.len(), 4);
             assert_eq!(verify_chain(GENESIS, &audit), Ok(()));
         }
         Backend::Postgres => {
-            let Some(url) = pg::database().await else { return };
+            let Some(url) = pg::database().await else {
+                return;
+            };
             audit_chain(PgStore::connect(&url).await.unwrap()).await;
         }
     }
-    let _ = Duration::ZERO;
 }

@@ -7,9 +7,9 @@ pub mod pg;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use airlock_hub::identity::{ClientIdentity, Role};
 use airlock_hub::store::{MemoryStore, PgStore, SqliteStore, SqliteSync, Store};
 use airlock_hub::{HubConfig, IdentityMode};
-use airlock_hub::identity::{ClientIdentity, Role};
 use airlock_proto::v1::agent_service_client::AgentServiceClient;
 use airlock_proto::v1::approver_service_client::ApproverServiceClient;
 use airlock_proto::v1::{
@@ -62,8 +62,8 @@ impl TestHub {
             Backend::Memory => Self::with_config(config).await,
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                let store = SqliteStore::open(&dir.path().join("hub.db"), SqliteSync::Normal)
-                    .unwrap();
+                let store =
+                    SqliteStore::open(&dir.path().join("hub.db"), SqliteSync::Normal).unwrap();
                 let mut hub = Self::with_store(store, config, IdentityMode::DevHeaders).await;
                 hub._dir = Some(dir);
                 hub

@@ -59,14 +59,24 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Result<Pg, String> {
-    let bin = bin_dir().ok_or("no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)")?;
+    let bin =
+        bin_dir().ok_or("no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)")?;
     let dir = std::env::temp_dir().join(format!("airlock-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
     let data = dir.join("data");
     run(as_postgres(&bin.join("initdb"))
-        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "-D",
+        ])
         .arg(&data))?;
     let port = free_port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -139,12 +149,18 @@ pub async fn database() -> Option<String> {
     // Concurrent CREATE DATABASE calls collide on template1 ("being accessed by other
     // users"); retry a few times.
     let mut tries = 0;
-    while let Err(err) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+    while let Err(err) = client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+    {
         tries += 1;
         assert!(tries < 50, "create test database: {err}");
         tokio::time::sleep(Duration::from_millis(50 + 20 * tries)).await;
     }
     drop(client);
     let _ = driver.await;
-    Some(format!("postgresql://postgres@127.0.0.1:{}/{name}", pg.port))
+    Some(format!(
+        "postgresql://postgres@127.0.0.1:{}/{name}",
+        pg.port
+    ))
 }
