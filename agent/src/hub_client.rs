@@ -234,3 +234,38 @@ impl HubClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_proto::v1::{ActionContext, Requirements};
+
+    fn closed_port_url() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn request() -> SubmitRequest {
+        SubmitRequest {
+            id: "r1".into(),
+            action: Some(ActionContext::default()),
+            requirements: Some(Requirements { ttl_seconds: 1, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_hub_follows_the_fail_mode_after_retrying() {
+        let url = closed_port_url();
+        let deny = HubClient::new(&url, "agent-1", &HubOptions::default()).unwrap();
+        let started = std::time::Instant::now();
+        let err = deny.submit(request()).await.unwrap_err();
+        assert!(matches!(err, HubError::Unreachable { .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "it retried within the TTL");
+        assert!(started.elapsed() < Duration::from_secs(3), "but not beyond it");
+
+        let options = HubOptions { tls: None, fail_mode: FailMode::Allow };
+        let allow = HubClient::new(&url, "agent-1", &options).unwrap();
+        assert_eq!(allow.submit(request()).await.unwrap(), Submitted::FailOpen);
+    }
+}

@@ -257,3 +257,43 @@ async fn bad_certificates_are_refused() {
     bob.watch(WatchRequest { since_revision: 0 }).await.unwrap();
     hub.stop().await;
 }
+
+/// A Submit whose `id` (a proto string) is not UTF-8, sent as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawSubmit {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_a_clean_grpc_error() {
+    use tonic::codegen::http::uri::PathAndQuery;
+    let hub = TestHub::start().await;
+    let channel = hub.raw_channel().await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(RawSubmit {
+        id: vec![b'a', 0xff, 0xfe, b'b'],
+    });
+    ClientIdentity::new("agent-1", airlock_hub::identity::Role::Agent)
+        .unwrap()
+        .apply(request.metadata_mut());
+    let response: Result<tonic::Response<airlock_proto::v1::SubmitResponse>, tonic::Status> = grpc
+        .unary(
+            request,
+            PathAndQuery::from_static("/airlock.v1.AgentService/Submit"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let err = response.unwrap_err();
+    // gRPC's status-code guide maps unparseable messages to INTERNAL; the message names it.
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(err.message().contains("decode"), "{}", err.message());
+    // The hub is unaffected.
+    hub.agent("agent-1")
+        .await
+        .submit(submit("after", "mallory"))
+        .await
+        .unwrap();
+    hub.stop().await;
+}
