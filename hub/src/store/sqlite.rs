@@ -305,7 +305,8 @@ impl SqliteStore {
         Ok(request)
     }
 
-    /// Publishes a committed change to the recent feed and to subscribers.
+    /// Publishes a committed change to the recent feed and to subscribers; called with the
+    /// writer lock held, so a reader never sees revision N+1 in the feed before N.
     fn announce(&self, request: &ApprovalRequest) {
         if let Ok(mut recent) = self.recent.lock() {
             recent.push(request);
@@ -358,9 +359,10 @@ impl Store for SqliteStore {
             let stored = Self::put(&tx, &mut state, request, note)?;
             tx.commit()?;
             state.commit_into(&mut guard);
+            // Still under the writer lock: the feed gets changes in revision order.
+            self.announce(&stored);
             stored
         };
-        self.announce(&stored);
         Ok(Inserted::New(stored))
     }
 
@@ -505,7 +507,7 @@ impl Store for SqliteStore {
     where
         F: FnOnce(&mut ApprovalRequest) -> Result<Mutation, ApiError> + Send,
     {
-        let (result, changed) = {
+        let result = {
             let mut guard = lock(&self.writer)?;
             let mut state = WriterState::of(&guard);
             let tx = guard
@@ -546,11 +548,12 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             state.commit_into(&mut guard);
-            (result, changed)
+            if changed {
+                // Still under the writer lock: the feed gets changes in revision order.
+                self.announce(&result);
+            }
+            result
         };
-        if changed {
-            self.announce(&result);
-        }
         Ok(result)
     }
 
