@@ -11,16 +11,16 @@ use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
 use crate::config::{FailMode, HubTls};
 
-use airlock_proto::v1::{
-    agent_service_client::AgentServiceClient, CancelRequest, DecisionEvent, DecisionsRequest,
-    SubmitRequest,
-};
 use airlock_hub::identity::{ClientIdentity, Role};
+use airlock_proto::v1::{
+    CancelRequest, DecisionEvent, DecisionsRequest, SubmitRequest,
+    agent_service_client::AgentServiceClient,
+};
 use tokio::sync::mpsc;
 use tonic::{
+    Code, Request, Status,
     service::interceptor::InterceptedService,
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
-    Code, Request, Status,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +69,17 @@ pub struct HubOptions {
 
 /// Errors worth retrying: the hub (or the path to it) is down, not refusing.
 fn transient(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled)
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, HubError> {
-    std::fs::read(path).map_err(|source| HubError::ReadTls { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| HubError::ReadTls {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 type Client = AgentServiceClient<InterceptedService<Channel, ClientIdentity>>;
@@ -96,7 +102,10 @@ impl HubClient {
     /// [`HubError::ReadTls`] / [`HubError::Tls`] for unusable certificate files.
     pub fn new(url: &str, agent_id: &str, options: &HubOptions) -> Result<Self, HubError> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|source| HubError::Url { url: url.to_owned(), source })?
+            .map_err(|source| HubError::Url {
+                url: url.to_owned(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -105,7 +114,10 @@ impl HubClient {
             Some(tls) => {
                 let config = ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(read(&tls.ca_cert)?))
-                    .identity(Identity::from_pem(read(&tls.client_cert)?, read(&tls.client_key)?));
+                    .identity(Identity::from_pem(
+                        read(&tls.client_cert)?,
+                        read(&tls.client_key)?,
+                    ));
                 endpoint = endpoint.tls_config(config).map_err(HubError::Tls)?;
                 ClientIdentity::certificate()
             }
@@ -114,7 +126,9 @@ impl HubClient {
         };
         let channel = endpoint.connect_lazy();
         if options.fail_mode == FailMode::Allow {
-            tracing::warn!("hub fail mode is ALLOW: held actions run unapproved when the hub is down");
+            tracing::warn!(
+                "hub fail mode is ALLOW: held actions run unapproved when the hub is down"
+            );
         }
         Ok(Self {
             client: AgentServiceClient::with_interceptor(channel, identity),
@@ -139,7 +153,9 @@ impl HubClient {
             .as_ref()
             .map(|r| r.ttl_seconds)
             .filter(|s| *s > 0)
-            .map_or(Duration::from_secs(300), |s| Duration::from_secs(u64::from(s)));
+            .map_or(Duration::from_secs(300), |s| {
+                Duration::from_secs(u64::from(s))
+            });
         self.submit_within(request, ttl).await
     }
 
@@ -180,7 +196,10 @@ impl HubClient {
     /// # Errors
     /// [`HubError::Rpc`] when the hub is unreachable or refuses.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<(), HubError> {
-        let request = CancelRequest { id: id.to_owned(), reason: reason.to_owned() };
+        let request = CancelRequest {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
         self.client.clone().cancel(request).await?;
         Ok(())
     }
@@ -241,7 +260,11 @@ mod tests {
     use airlock_proto::v1::{ActionContext, Requirements};
 
     fn closed_port_url() -> String {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         format!("http://127.0.0.1:{port}")
     }
 
@@ -249,7 +272,10 @@ mod tests {
         SubmitRequest {
             id: "r1".into(),
             action: Some(ActionContext::default()),
-            requirements: Some(Requirements { ttl_seconds: 1, ..Default::default() }),
+            requirements: Some(Requirements {
+                ttl_seconds: 1,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -261,10 +287,19 @@ mod tests {
         let started = std::time::Instant::now();
         let err = deny.submit(request()).await.unwrap_err();
         assert!(matches!(err, HubError::Unreachable { .. }), "{err}");
-        assert!(started.elapsed() >= Duration::from_millis(300), "it retried within the TTL");
-        assert!(started.elapsed() < Duration::from_secs(3), "but not beyond it");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it retried within the TTL"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "but not beyond it"
+        );
 
-        let options = HubOptions { tls: None, fail_mode: FailMode::Allow };
+        let options = HubOptions {
+            tls: None,
+            fail_mode: FailMode::Allow,
+        };
         let allow = HubClient::new(&url, "agent-1", &options).unwrap();
         assert_eq!(allow.submit(request()).await.unwrap(), Submitted::FailOpen);
     }
