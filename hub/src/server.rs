@@ -20,6 +20,9 @@ use crate::service::{AgentApi, ApproverApi, Hub, HubConfig};
 use crate::store::{MemoryStore, PgStore, SqliteStore, SqliteSync, Store, StoreError};
 use crate::{expiry, rules};
 
+/// Where the hub keeps its SQLite file unless told otherwise.
+pub const DEFAULT_SQLITE: &str = "/var/lib/airlock/hub.db";
+
 /// Largest message a client may send (a submit with a sealed context fits easily).
 const MAX_MESSAGE: usize = 1024 * 1024;
 
@@ -61,13 +64,10 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound one is logged).
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
-    /// State: `sqlite:PATH` (default), `postgres://user@host/db` (replicas), or `memory`.
-    #[arg(
-        long,
-        env = "AIRLOCK_HUB_STORE",
-        default_value = "sqlite:/var/lib/airlock/hub.db"
-    )]
-    pub store: StoreSpec,
+    /// State: `sqlite:PATH`, `postgres://user@host/db` (replicas), or `memory`
+    /// [default: sqlite:/var/lib/airlock/hub.db; memory with --dev-tokens].
+    #[arg(long, env = "AIRLOCK_HUB_STORE")]
+    pub store: Option<StoreSpec>,
     /// SQLite durability: `full` fsyncs every commit; `normal` survives a hub crash but
     /// may lose the last commits on power loss.
     #[arg(long, value_enum, default_value = "full")]
@@ -234,7 +234,14 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> Resul
             addr: args.listen,
             source,
         })?;
-    match &args.store {
+    let store = args.store.clone().unwrap_or_else(|| {
+        if args.dev_tokens {
+            StoreSpec::Memory
+        } else {
+            StoreSpec::Sqlite(PathBuf::from(DEFAULT_SQLITE))
+        }
+    });
+    match &store {
         StoreSpec::Memory => {
             tracing::warn!("memory store: every request is lost when the hub stops");
             serve_with_listener(listener, MemoryStore::new(), config, identity, shutdown).await
