@@ -48,6 +48,8 @@ enum HubCommand {
     /// Create the certificates of a small install (mTLS identities).
     #[command(subcommand)]
     Ca(airlock_hub::ca::CaCommand),
+    /// Verify the hub's own audit chain (and print it with --json).
+    Audit(airlock_hub::audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hub(HubCommand::Serve(args)) => {
             runtime()?.block_on(airlock_hub::serve(args, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub(HubCommand::Audit(args)) => {
+            runtime()?.block_on(airlock_hub::audit_cmd::run(&args, &mut std::io::stdout()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Hub(HubCommand::Ca(command)) => {

@@ -7,6 +7,7 @@
 //! The `airlock` binary (agent crate) calls [`serve`] and [`approver::run`].
 
 pub mod approver;
+pub mod audit_cmd;
 pub mod ca;
 pub mod error;
 pub mod expiry;

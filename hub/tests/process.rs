@@ -225,6 +225,39 @@ async fn kill_9_with_200_pending_loses_nothing() {
     let audit = store.audit_since(0, 10_000).await.unwrap();
     assert_eq!(verify_chain(GENESIS, &audit), Ok(()));
     assert_eq!(audit.len() as u64, store.revision().await.unwrap());
+    drop(store);
+
+    // `airlock hub audit` agrees, and notices an edited entry.
+    let audit_cmd = |json: bool| {
+        let mut c = std::process::Command::new(&bin);
+        c.args(["hub", "audit", "--store"])
+            .arg(format!("sqlite:{}", db.display()));
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = audit_cmd(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        audit.len()
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 7", [])
+        .unwrap();
+    drop(conn);
+    let out = audit_cmd(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit entry 7 was altered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
