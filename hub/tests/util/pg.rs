@@ -142,9 +142,18 @@ pub async fn database() -> Option<String> {
     let pg = server()?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let admin = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL");
+    // The port accepts before the server is ready ("the database system is starting up").
+    let mut attempts = 0;
+    let (client, conn) = loop {
+        match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+            Ok(pair) => break pair,
+            Err(err) => {
+                attempts += 1;
+                assert!(attempts < 200, "connect to the test PostgreSQL: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     let driver = tokio::spawn(conn);
     // Concurrent CREATE DATABASE calls collide on template1 ("being accessed by other
     // users"); retry a few times.
