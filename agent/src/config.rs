@@ -69,6 +69,41 @@ struct RawHub {
     /// How long a held action waits for a human before it is denied, e.g. "2m".
     #[serde(default = "default_ttl")]
     decision_ttl: String,
+    /// CA that signed the hub's certificate (PEM); with https:// URLs.
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
+    /// The agent's client certificate (PEM), naming `airlock:agent/<id>`.
+    #[serde(default)]
+    client_cert: Option<PathBuf>,
+    /// The agent's client key (PEM).
+    #[serde(default)]
+    client_key: Option<PathBuf>,
+    /// What a held action gets when the hub stays unreachable for its whole TTL at submit
+    /// time: "deny" (default) or "allow".
+    #[serde(default)]
+    fail_mode: FailMode,
+}
+
+/// Outcome for a held action when the hub cannot be reached at submit time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Deny (the safe default).
+    #[default]
+    Deny,
+    /// Allow, loudly: for hosts where availability beats control.
+    Allow,
+}
+
+/// mTLS material for the hub connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubTls {
+    /// CA certificate the hub's certificate must chain to.
+    pub ca_cert: PathBuf,
+    /// Client certificate.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
 }
 
 fn default_ttl() -> String {
@@ -214,6 +249,9 @@ pub struct AgentConfig {
     pub masking: MaskingSettings,
     pub hub_url: String,
     pub decision_ttl: Duration,
+    /// mTLS files; `None` only with an `http://` (dev-mode) hub URL.
+    pub hub_tls: Option<HubTls>,
+    pub hub_fail_mode: FailMode,
     pub scope_cgroups: Vec<PathBuf>,
     pub watch: Vec<String>,
     pub search_path: String,
@@ -277,6 +315,29 @@ impl AgentConfig {
         if decision_ttl.is_zero() || decision_ttl > Duration::from_secs(24 * 3600) {
             return Err(invalid("hub.decision_ttl must be between 1s and 24h".into()));
         }
+        let hub_tls = match (raw.hub.ca_cert, raw.hub.client_cert, raw.hub.client_key) {
+            (Some(ca_cert), Some(client_cert), Some(client_key)) => {
+                Some(HubTls { ca_cert, client_cert, client_key })
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "hub.ca_cert, hub.client_cert and hub.client_key go together".into(),
+                ))
+            }
+        };
+        match (raw.hub.url.starts_with("https://"), hub_tls.is_some()) {
+            (true, false) => {
+                return Err(invalid(
+                    "an https:// hub.url needs hub.ca_cert, hub.client_cert and hub.client_key"
+                        .into(),
+                ))
+            }
+            (false, true) => {
+                return Err(invalid("hub.ca_cert and client certificates need an https:// hub.url".into()))
+            }
+            _ => {}
+        }
         if raw.scope.cgroups.is_empty() {
             return Err(invalid("scope.cgroups must name at least one cgroup".into()));
         }
@@ -332,6 +393,8 @@ impl AgentConfig {
             },
             hub_url: raw.hub.url,
             decision_ttl,
+            hub_tls,
+            hub_fail_mode: raw.hub.fail_mode,
             scope_cgroups: raw.scope.cgroups,
             watch: raw.exec.watch,
             search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
@@ -385,6 +448,8 @@ auditor_public_key = "/etc/airlock/auditor.pub"
         assert_eq!(c.audit.log, airlock_audit::AuditConfig::default());
         assert_eq!(c.masking.auditor_public_key.as_deref(), Some(Path::new("/etc/airlock/auditor.pub")));
         assert_eq!(c.masking.fingerprint_key, Path::new(DEFAULT_FINGERPRINT_KEY));
+        assert_eq!(c.hub_fail_mode, FailMode::Deny, "deny unless configured");
+        assert_eq!(c.hub_tls, None);
     }
 
     #[test]
@@ -429,6 +494,25 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
         assert_eq!(c.masking.auditor_public_key, None);
         let both = GOOD.replace("[masking]\n", "[masking]\nseal_raw_context = false\n");
         assert!(parse(&both).is_err(), "a key plus opt-out is contradictory");
+    }
+
+
+    #[test]
+    fn parses_mtls_and_fail_mode() {
+        let text = GOOD.replace("http://127.0.0.1:7443", "https://hub:7443").replace(
+            "decision_ttl = \"90s\"",
+            "decision_ttl = \"90s\"\nca_cert = \"/etc/airlock/ca.pem\"\n\
+             client_cert = \"/etc/airlock/host-1.pem\"\nclient_key = \"/etc/airlock/host-1.key\"\n\
+             fail_mode = \"allow\"",
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.hub_fail_mode, FailMode::Allow);
+        assert_eq!(c.hub_tls.unwrap().client_key, PathBuf::from("/etc/airlock/host-1.key"));
+        let https_without_certs = GOOD.replace("http://127", "https://127");
+        assert!(parse(&https_without_certs).unwrap_err().to_string().contains("needs hub.ca_cert"));
+        let bad_mode = GOOD.replace("decision_ttl = \"90s\"", "decision_ttl = \"90s\"\nfail_mode = \"maybe\"");
+        let err = parse(&bad_mode).unwrap_err().to_string();
+        assert!(err.contains("maybe") && err.contains("deny"), "{err}");
     }
 
     #[test]

@@ -104,7 +104,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         quarantined = recovery.quarantined.len(),
         "audit log open"
     );
-    let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
+    let hub = HubClient::new(
+        &config.hub_url,
+        &config.agent_id,
+        &crate::hub_client::HubOptions { tls: config.hub_tls.clone(), fail_mode: config.hub_fail_mode },
+    )?;
 
     let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &kernel_watch })?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;

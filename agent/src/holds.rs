@@ -45,6 +45,8 @@ pub enum Msg {
     Expired(String, Verdict),
     Exited(String),
     SubmitFailed(String, String),
+    /// The hub stayed unreachable and `fail_mode = "allow"`.
+    FailOpen(String),
     /// Re-read the policy file (SIGHUP, or the file changed).
     ReloadPolicy(&'static str),
 }
@@ -144,6 +146,7 @@ impl Coordinator {
             Msg::Exited(id) => self.on_exit(&id),
             Msg::ReloadPolicy(trigger) => self.reload_policy(trigger),
             Msg::SubmitFailed(id, error) => self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error)),
+            Msg::FailOpen(id) => self.finish(&id, Verdict::Allow, Settlement::FailOpen),
         }
     }
 
@@ -172,6 +175,8 @@ impl Coordinator {
             rule_reason: reason.clone(),
             severity,
             impact: format!("runs {}", exec.argv.join(" ")),
+            // A duration grant approves exactly this binary with exactly these arguments.
+            action_hash: airlock_policy::Action::exec(exec.path.clone(), exec.argv.clone()).fingerprint(),
             ..Default::default()
         };
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
@@ -219,9 +224,16 @@ impl Coordinator {
         let tx = self.tx.clone();
         let (hub, submit_id) = (self.hub.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(error) = hub.submit(submit).await {
-                tracing::warn!(%error, request = %submit_id, "submit failed");
-                let _ = tx.send(Msg::SubmitFailed(submit_id, error.to_string())).await;
+            match hub.submit(submit).await {
+                Ok(crate::hub_client::Submitted::Accepted) => {}
+                Ok(crate::hub_client::Submitted::FailOpen) => {
+                    tracing::warn!(request = %submit_id, "hub unreachable; fail mode allow lets the action through");
+                    let _ = tx.send(Msg::FailOpen(submit_id)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, request = %submit_id, "submit failed");
+                    let _ = tx.send(Msg::SubmitFailed(submit_id, error.to_string())).await;
+                }
             }
         }));
         // The hub applies the TTL and its on-timeout outcome; this timer (a little later) is

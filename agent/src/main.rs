@@ -79,6 +79,11 @@ struct RevealArgs {
 enum HubCommand {
     /// Serve the airlock.v1 gRPC API (agents submit, approvers decide).
     Serve(airlock_hub::ServeArgs),
+    /// Create the certificates of a small install (mTLS identities).
+    #[command(subcommand)]
+    Ca(airlock_hub::ca::CaCommand),
+    /// Verify the hub's own audit chain (and print it with --json).
+    Audit(airlock_hub::audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +115,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(command) => Ok(airlock_policy::cli::run(command)?),
+        Command::Hub(HubCommand::Audit(args)) => {
+            runtime()?.block_on(airlock_hub::audit_cmd::run(&args, &mut std::io::stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hub(HubCommand::Ca(command)) => {
+            airlock_hub::ca::run(&command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Approver(command) => {
             Ok(runtime()?.block_on(airlock_hub::approver::run(cli.approver, command))?)
         }

@@ -145,6 +145,8 @@ pub fn requirements(spec: &AskSpec) -> proto::Requirements {
         max_grant: max_grant as i32,
         max_grant_seconds,
         reason_required_for_approve: spec.reason_required_for_approve,
+        // One deny ends the request (the hub's default; the policy has no knob for it yet).
+        min_denials: 0,
     }
 }
 

@@ -46,6 +46,8 @@ pub enum Settlement {
     Shutdown(String),
     /// The policy decided on its own (allow or deny rule); the reason is the rule's.
     Policy(String),
+    /// The hub stayed unreachable and the fail mode is `allow`: released without a human.
+    FailOpen,
 }
 
 /// The actor of a masked context.
@@ -212,6 +214,12 @@ pub fn decision(
         ),
         Settlement::Shutdown(why) => (Vec::new(), "agent", why.clone(), "none".into()),
         Settlement::Policy(reason) => (Vec::new(), "policy", reason.clone(), "none".into()),
+        Settlement::FailOpen => (
+            Vec::new(),
+            "agent",
+            "hub unreachable, fail mode allow: released without a human decision".into(),
+            "none".into(),
+        ),
     };
     let met = u32::try_from(decided_by.len()).unwrap_or(u32::MAX);
     AuditEvent::Decision(Decision {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use airlock_proto::v1::approver_service_client::ApproverServiceClient;
 use airlock_proto::v1::{ApprovalRequest, GetRequest};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::identity::{ClientIdentity, IdentityError, Role};
@@ -54,6 +54,15 @@ pub struct ApproverArgs {
     /// Print JSON, one object per line, instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// CA certificate the hub's certificate chains to (PEM); with an https:// hub.
+    #[arg(long = "ca-cert", global = true, env = "AIRLOCK_CA_CERT", value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Your client certificate (PEM), naming `airlock:approver/<you>`.
+    #[arg(long = "client-cert", global = true, env = "AIRLOCK_CLIENT_CERT", value_name = "PEM")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long = "client-key", global = true, env = "AIRLOCK_CLIENT_KEY", value_name = "PEM")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// Which requests `list` shows.
@@ -73,6 +82,20 @@ pub enum StateFilter {
     All,
 }
 
+/// Narrowing filters of `list`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ListBy {
+    /// Only requests submitted by this agent principal.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only requests on behalf of this user.
+    #[arg(long)]
+    pub requester: Option<String>,
+    /// Only requests from this host.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
 /// Approver subcommands.
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum ApproverCommand {
@@ -84,8 +107,11 @@ pub enum ApproverCommand {
         /// At most this many (the hub caps it at 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[command(flatten)]
+        by: ListBy,
     },
-    /// Print pending requests, then one line per new or changed request, until interrupted.
+    /// Pending requests as a live table on a terminal (new ones highlighted, time left);
+    /// otherwise one line per pending, new or changed request, until interrupted.
     Watch,
     /// Show the full (masked) context of one request.
     Show {
@@ -155,6 +181,9 @@ pub enum ApproverError {
         /// Largest number of seconds accepted.
         max: u32,
     },
+    /// A certificate file could not be read, or the three TLS flags are incomplete.
+    #[error("TLS setup: {0}")]
+    Tls(String),
     /// Writing the output failed.
     #[error("cannot write output")]
     Output(#[source] io::Error),
@@ -178,6 +207,8 @@ pub(crate) struct Session<'w, W: Write + Send> {
     client: Client,
     hub: String,
     json: bool,
+    /// Redraw `watch` as a live table (stdout is a terminal, no --json).
+    live: bool,
     out: &'w mut W,
 }
 
@@ -251,14 +282,36 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn connect(args: &ApproverArgs) -> Result<Client, ApproverError> {
-    let identity =
-        ClientIdentity::new(&principal(args)?, Role::Approver)?.with_groups(&args.groups)?;
-    let endpoint = Endpoint::from_shared(args.hub.clone())
+    let mut endpoint = Endpoint::from_shared(args.hub.clone())
         .map_err(|e| ApproverError::InvalidHubUrl {
             url: args.hub.clone(),
             reason: root_cause(&e),
         })?
         .connect_timeout(CONNECT_TIMEOUT);
+    let identity = match (&args.ca, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| ApproverError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca)?))
+                .identity(Identity::from_pem(read(cert)?, read(key)?));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| ApproverError::Tls(root_cause(&e)))?;
+            // The certificate is the identity; --as and --groups are dev-mode only.
+            ClientIdentity::certificate()
+        }
+        (None, None, None) => {
+            ClientIdentity::new(&principal(args)?, Role::Approver)?.with_groups(&args.groups)?
+        }
+        _ => {
+            return Err(ApproverError::Tls(
+                "--ca-cert, --client-cert and --client-key go together".to_owned(),
+            ));
+        }
+    };
     let channel = endpoint
         .connect()
         .await
@@ -276,7 +329,8 @@ async fn connect(args: &ApproverArgs) -> Result<Client, ApproverError> {
 /// [`ApproverError`] for everything that should exit 2; negative results (a request
 /// not found or no longer pending) are reported on stderr and return exit code 1.
 pub async fn run(args: ApproverArgs, cmd: ApproverCommand) -> Result<ExitCode, ApproverError> {
-    run_with_output(args, cmd, &mut io::stdout()).await
+    let live = !args.json && io::IsTerminal::is_terminal(&io::stdout());
+    run_session(args, cmd, &mut io::stdout(), live).await
 }
 
 /// Runs one approver command, printing to `out` (tests capture it).
@@ -289,15 +343,27 @@ pub async fn run_with_output<W: Write + Send>(
     cmd: ApproverCommand,
     out: &mut W,
 ) -> Result<ExitCode, ApproverError> {
+    run_session(args, cmd, out, false).await
+}
+
+async fn run_session<W: Write + Send>(
+    args: ApproverArgs,
+    cmd: ApproverCommand,
+    out: &mut W,
+    live: bool,
+) -> Result<ExitCode, ApproverError> {
     let client = connect(&args).await?;
     let mut session = Session {
         client,
         hub: args.hub.clone(),
         json: args.json,
+        live,
         out,
     };
     let result = match cmd {
-        ApproverCommand::List { state, limit } => list::run(&mut session, state, limit).await,
+        ApproverCommand::List { state, limit, by } => {
+            list::run(&mut session, state, limit, by).await
+        }
         ApproverCommand::Watch => watch::run(&mut session).await,
         ApproverCommand::Show { id } => show::run(&mut session, &id).await,
         ApproverCommand::Approve {

@@ -1,7 +1,7 @@
 //! The background task that expires pending requests at their deadline.
 //!
-//! It sleeps until the earliest deadline (or until any change, which may have added an
-//! earlier one), then applies each due request's on-timeout outcome through the store, so
+//! It sleeps until the earliest deadline (or until shortly after any change, which may
+//! have added an earlier one), then applies each due request's on-timeout outcome through the store, so
 //! agents and watchers hear about it like any other change.
 
 use std::future::Future;
@@ -16,6 +16,9 @@ use crate::store::Store;
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Pause after a store failure before trying again.
 const RETRY: Duration = Duration::from_secs(1);
+/// After a change, wait this long before sweeping, so a burst of changes costs one sweep
+/// rather than one per change (a new request's TTL is at least a second anyway).
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Expires due requests until `shutdown` completes or the store goes away.
 pub async fn run<S: Store>(hub: Arc<Hub<S>>, shutdown: impl Future<Output = ()>) {
@@ -37,7 +40,15 @@ pub async fn run<S: Store>(hub: Arc<Hub<S>>, shutdown: impl Future<Output = ()>)
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
-            changed = changes.changed() => if changed.is_err() { return },
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                    () = &mut shutdown => return,
+                }
+            }
             () = &mut shutdown => return,
         }
     }
@@ -49,7 +60,15 @@ async fn sweep<S: Store>(hub: &Hub<S>, now: i64) -> Result<Option<i64>, crate::e
     for id in due {
         let expired = hub
             .store
-            .update(&id, None, |r| rules::expire(r, now))
+            .update(
+                &id,
+                None,
+                crate::store::Note {
+                    actor: "hub",
+                    action: "expire",
+                },
+                |r| rules::expire(r, now),
+            )
             .await?;
         tracing::info!(id = %expired.id, verdict = expired.decision.as_ref().map(|d| d.verdict), "request expired");
     }

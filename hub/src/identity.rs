@@ -1,13 +1,18 @@
 //! Who is calling: the one place the hub learns a caller's principal, role and groups.
 //!
-//! The server side is an interceptor that puts a [`Caller`] into the request extensions;
-//! handlers read it back with [`Caller::of`] and never look at transport details. This
-//! slice has only the dev mode ([`DevHeaderIdentity`]), which *trusts* the
-//! `x-airlock-principal` / `x-airlock-role` / `x-airlock-groups` metadata and is therefore
-//! only allowed on loopback. The mTLS mode will be a second interceptor that derives the
-//! same `Caller` from the client certificate; nothing else changes.
+//! The server side is an interceptor ([`Authenticator`]) that puts a [`Caller`] into the
+//! request extensions; handlers read it back with [`Caller::of`] and never look at
+//! transport details. Two modes:
 //!
-//! The client side ([`ClientIdentity`], [`with_principal`]) attaches that metadata.
+//! - mTLS (the default, [`CertIdentity`]): rustls has verified the client certificate
+//!   against the hub's client CA; the principal and role come from its SAN URI
+//!   `airlock:<role>/<principal>` and the groups from `airlock-group:<group>` URIs (layout
+//!   in [`crate::ca`]). Headers are ignored.
+//! - dev ([`DevHeaderIdentity`]): *trusts* the `x-airlock-principal` / `x-airlock-role` /
+//!   `x-airlock-groups` metadata and is therefore only allowed on loopback.
+//!
+//! The client side ([`ClientIdentity`], [`with_principal`]) attaches that metadata in dev
+//! mode and nothing under mTLS.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +29,11 @@ pub const PRINCIPAL_HEADER: &str = "x-airlock-principal";
 pub const ROLE_HEADER: &str = "x-airlock-role";
 /// Metadata key listing the caller's approver groups, comma-separated (dev mode).
 pub const GROUPS_HEADER: &str = "x-airlock-groups";
+
+/// SAN URI prefix naming a certificate's role and principal: `airlock:<role>/<principal>`.
+pub const PRINCIPAL_URI_PREFIX: &str = "airlock:";
+/// SAN URI prefix naming one approver group: `airlock-group:<group>`.
+pub const GROUP_URI_PREFIX: &str = "airlock-group:";
 
 /// Longest principal or group name accepted.
 const MAX_NAME_LEN: usize = 256;
@@ -192,6 +202,102 @@ impl Interceptor for DevHeaderIdentity {
     }
 }
 
+/// Server interceptor for mTLS: the caller is whoever the verified client certificate names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CertIdentity;
+
+impl Interceptor for CertIdentity {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let caller =
+            caller_from_cert(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// Why a (chain-verified) client certificate names no usable identity.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The DER could not be parsed.
+    #[error("unreadable client certificate")]
+    Unreadable,
+    /// No `airlock:<role>/<principal>` SAN URI.
+    #[error("client certificate names no airlock principal (SAN URI airlock:<role>/<name>)")]
+    NoPrincipal,
+    /// More than one principal URI: ambiguous, refused.
+    #[error("client certificate names several airlock principals")]
+    SeveralPrincipals,
+    /// The principal URI is malformed or names an unknown role.
+    #[error("client certificate principal {0:?} is malformed")]
+    Malformed(String),
+}
+
+/// Reads the caller a client certificate (DER) names.
+///
+/// # Errors
+///
+/// [`CertError`] when the certificate cannot be parsed or names no single valid identity.
+pub fn caller_from_cert(der: &[u8]) -> Result<Caller, CertError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| CertError::Unreadable)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| CertError::Unreadable)?
+        .ok_or(CertError::NoPrincipal)?;
+    let mut principal = None;
+    let mut groups = Vec::new();
+    for name in &san.value.general_names {
+        let GeneralName::URI(uri) = name else {
+            continue;
+        };
+        if let Some(group) = uri.strip_prefix(GROUP_URI_PREFIX) {
+            if !is_valid_name(group) || group.contains(',') {
+                return Err(CertError::Malformed((*uri).to_owned()));
+            }
+            groups.push(group.to_owned());
+        } else if let Some(rest) = uri.strip_prefix(PRINCIPAL_URI_PREFIX) {
+            let malformed = || CertError::Malformed((*uri).to_owned());
+            let (role, name) = rest.split_once('/').ok_or_else(malformed)?;
+            let role = role.parse::<Role>().map_err(|_| malformed())?;
+            let name = valid_principal(name).map_err(|_| malformed())?;
+            if principal.replace((role, name)).is_some() {
+                return Err(CertError::SeveralPrincipals);
+            }
+        }
+    }
+    let (role, principal) = principal.ok_or(CertError::NoPrincipal)?;
+    Ok(Caller {
+        principal,
+        role,
+        groups,
+    })
+}
+
+/// The server's identity layer: mTLS certificates or (loopback only) dev headers.
+#[derive(Clone, Copy, Debug)]
+pub enum Authenticator {
+    /// [`CertIdentity`].
+    Cert,
+    /// [`DevHeaderIdentity`].
+    DevHeaders,
+}
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        match self {
+            Self::Cert => CertIdentity.call(request),
+            Self::DevHeaders => DevHeaderIdentity.call(request),
+        }
+    }
+}
+
 /// Client interceptor attaching dev-mode identity metadata to every call.
 ///
 /// # Examples
@@ -210,12 +316,22 @@ impl Interceptor for DevHeaderIdentity {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientIdentity {
-    principal: AsciiMetadataValue,
+    principal: Option<AsciiMetadataValue>,
     role: AsciiMetadataValue,
     groups: Option<AsciiMetadataValue>,
 }
 
 impl ClientIdentity {
+    /// No metadata: under mTLS the client certificate is the identity.
+    #[must_use]
+    pub fn certificate() -> Self {
+        Self {
+            principal: None,
+            role: AsciiMetadataValue::from_static(""),
+            groups: None,
+        }
+    }
+
     /// An identity with no approver groups.
     ///
     /// # Errors
@@ -224,8 +340,10 @@ impl ClientIdentity {
     pub fn new(principal: &str, role: Role) -> Result<Self, IdentityError> {
         let principal = valid_principal(principal)?;
         Ok(Self {
-            principal: ascii(&principal)
-                .ok_or_else(|| IdentityError::InvalidPrincipal(principal.clone()))?,
+            principal: Some(
+                ascii(&principal)
+                    .ok_or_else(|| IdentityError::InvalidPrincipal(principal.clone()))?,
+            ),
             role: AsciiMetadataValue::from_static(role.as_str()),
             groups: None,
         })
@@ -260,7 +378,10 @@ impl ClientIdentity {
 
     /// Writes this identity into `metadata`.
     pub fn apply(&self, metadata: &mut MetadataMap) {
-        metadata.insert(PRINCIPAL_HEADER, self.principal.clone());
+        let Some(principal) = &self.principal else {
+            return;
+        };
+        metadata.insert(PRINCIPAL_HEADER, principal.clone());
         metadata.insert(ROLE_HEADER, self.role.clone());
         if let Some(groups) = &self.groups {
             metadata.insert(GROUPS_HEADER, groups.clone());

@@ -7,6 +7,8 @@
 //! The `airlock` binary (agent crate) calls [`serve`] and [`approver::run`].
 
 pub mod approver;
+pub mod audit_cmd;
+pub mod ca;
 pub mod error;
 pub mod expiry;
 pub mod identity;
@@ -16,5 +18,5 @@ pub mod service;
 pub mod store;
 
 pub use error::ApiError;
-pub use server::{HubError, ServeArgs, serve, serve_with_listener};
+pub use server::{HubError, IdentityMode, ServeArgs, StoreSpec, serve, serve_with_listener};
 pub use service::HubConfig;

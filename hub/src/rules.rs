@@ -6,18 +6,32 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_proto::v1::{
-    ApprovalRequest, Decision, DecisionCause, Grant, GrantScope, RequestState, Requirements,
-    SubmitRequest, Verdict, Vote,
+    ActionClass, ActionContext, ApprovalRequest, Decision, DecisionCause, Grant, GrantScope,
+    Process, RequestState, Requirements, SubmitRequest, Verdict, Vote,
 };
 
 use crate::error::ApiError;
 use crate::identity::Caller;
-use crate::store::Mutation;
+use crate::store::{GrantRecord, Mutation};
 
 /// Longest TTL a rule may ask for.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest request id accepted.
 const MAX_ID_LEN: usize = 128;
+/// Longest short text field (names, host, hash, rule id...).
+const MAX_NAME: usize = 512;
+/// Longest free text field (one argv element, path, URL, impact, reason).
+const MAX_TEXT: usize = 8192;
+/// Most argv elements kept per process.
+const MAX_ARGV: usize = 1024;
+/// Most ancestors per action.
+const MAX_PARENTS: usize = 64;
+/// Largest sealed context.
+const MAX_SEALED: usize = 256 * 1024;
+/// Most approver groups a rule may require.
+const MAX_GROUPS: usize = 16;
+/// Largest quorum a group may require.
+const MAX_QUORUM: u32 = 100;
 
 /// Milliseconds since the Unix epoch.
 #[must_use]
@@ -57,11 +71,131 @@ pub fn validate_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::InvalidArgument(format!(
+            "{field} is {} bytes; the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_process(field: &str, p: &Process) -> Result<(), ApiError> {
+    check_len(&format!("{field}.user"), &p.user, MAX_NAME)?;
+    check_len(&format!("{field}.comm"), &p.comm, MAX_NAME)?;
+    check_len(&format!("{field}.binary"), &p.binary, MAX_TEXT)?;
+    check_argv(&format!("{field}.argv"), &p.argv)
+}
+
+fn check_argv(field: &str, argv: &[String]) -> Result<(), ApiError> {
+    if argv.len() > MAX_ARGV {
+        return Err(ApiError::InvalidArgument(format!(
+            "{field} has {} elements; the limit is {MAX_ARGV}",
+            argv.len()
+        )));
+    }
+    argv.iter().try_for_each(|a| check_len(field, a, MAX_TEXT))
+}
+
+fn known_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, ApiError> {
+    E::try_from(value)
+        .map_err(|_| ApiError::InvalidArgument(format!("{field}: unknown value {value}")))
+}
+
+/// Checks sizes and enum values of an agent's action, so one request cannot bloat the
+/// store or every watcher's stream, and an enum from a newer client is refused rather
+/// than misread.
+///
+/// # Errors
+///
+/// [`ApiError::InvalidArgument`] naming the first offending field.
+pub fn validate_action(a: &ActionContext) -> Result<(), ApiError> {
+    let class: ActionClass = known_enum("action.class", a.class)?;
+    if class == ActionClass::Unspecified {
+        return Err(ApiError::InvalidArgument(
+            "action.class must be set".to_owned(),
+        ));
+    }
+    if let Some(actor) = &a.actor {
+        check_process("action.actor", actor)?;
+    }
+    if a.parents.len() > MAX_PARENTS {
+        return Err(ApiError::InvalidArgument(format!(
+            "action.parents has {} entries; the limit is {MAX_PARENTS}",
+            a.parents.len()
+        )));
+    }
+    a.parents
+        .iter()
+        .try_for_each(|p| check_process("action.parents", p))?;
+    check_len("action.cgroup", &a.cgroup, MAX_TEXT)?;
+    check_len("action.binary", &a.binary, MAX_TEXT)?;
+    check_argv("action.argv", &a.argv)?;
+    if let Some(d) = &a.destination {
+        for (name, v, max) in [
+            ("address", &d.address, MAX_NAME),
+            ("hostname", &d.hostname, MAX_NAME),
+            ("scheme", &d.scheme, MAX_NAME),
+            ("url", &d.url, MAX_TEXT),
+            ("bucket", &d.bucket, MAX_NAME),
+            ("key", &d.key, MAX_TEXT),
+            ("protocol", &d.protocol, MAX_NAME),
+        ] {
+            check_len(&format!("action.destination.{name}"), v, max)?;
+        }
+    }
+    check_len("action.file", &a.file, MAX_TEXT)?;
+    check_len("action.rule_id", &a.rule_id, MAX_NAME)?;
+    check_len("action.rule_reason", &a.rule_reason, MAX_TEXT)?;
+    check_len("action.severity", &a.severity, MAX_NAME)?;
+    check_len("action.impact", &a.impact, MAX_TEXT)?;
+    check_len("action.action_hash", &a.action_hash, MAX_NAME)?;
+    if a.sealed_context.len() > MAX_SEALED {
+        return Err(ApiError::InvalidArgument(format!(
+            "action.sealed_context is {} bytes; the limit is {MAX_SEALED}",
+            a.sealed_context.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_requirements(r: &Requirements) -> Result<(), ApiError> {
+    let _: Verdict = known_enum("requirements.on_timeout", r.on_timeout)?;
+    let _: GrantScope = known_enum("requirements.max_grant", r.max_grant)?;
+    if r.groups.len() > MAX_GROUPS {
+        return Err(ApiError::InvalidArgument(format!(
+            "requirements.groups has {} entries; the limit is {MAX_GROUPS}",
+            r.groups.len()
+        )));
+    }
+    for g in &r.groups {
+        if g.group.trim().is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "requirements.groups: empty group name".to_owned(),
+            ));
+        }
+        check_len("requirements.groups.group", &g.group, MAX_NAME)?;
+        if g.min_approvals > MAX_QUORUM {
+            return Err(ApiError::InvalidArgument(format!(
+                "requirements.groups.min_approvals above {MAX_QUORUM}"
+            )));
+        }
+    }
+    if r.min_denials > MAX_QUORUM {
+        return Err(ApiError::InvalidArgument(format!(
+            "requirements.min_denials above {MAX_QUORUM}"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds the pending request an agent's `Submit` describes.
 ///
 /// # Errors
 ///
-/// [`ApiError::InvalidArgument`] for a bad id, a missing action or an excessive TTL.
+/// [`ApiError::InvalidArgument`] for a bad id, a missing or oversized action, an unknown
+/// enum value or an excessive TTL.
 pub fn new_request(
     agent: &Caller,
     submit: SubmitRequest,
@@ -72,7 +206,11 @@ pub fn new_request(
     let Some(action) = submit.action else {
         return Err(ApiError::InvalidArgument("action is required".to_owned()));
     };
+    validate_action(&action)?;
+    check_len("host", &submit.host, MAX_NAME)?;
+    check_len("requester", &submit.requester, MAX_NAME)?;
     let requirements = submit.requirements.unwrap_or_default();
+    validate_requirements(&requirements)?;
     let ttl = match requirements.ttl_seconds {
         0 => default_ttl,
         secs => Duration::from_secs(u64::from(secs)),
@@ -208,17 +346,34 @@ pub fn vote(
                     "this rule requires a reason for approvals".to_owned(),
                 ));
             }
-            allowed_scope(&req, ballot.scope, ballot.duration_seconds)?
+            let scope = allowed_scope(&req, ballot.scope, ballot.duration_seconds)?;
+            let hashless = request
+                .action
+                .as_ref()
+                .is_none_or(|a| a.action_hash.is_empty());
+            if scope == GrantScope::Duration && hashless {
+                return Err(ApiError::InvalidArgument(
+                    "this request has no action hash to bind a duration grant to".to_owned(),
+                ));
+            }
+            scope
         }
     };
 
-    let already = request.votes.iter().any(|v| {
-        v.approver.to_lowercase() == caller.principal.to_lowercase()
-            && v.verdict == ballot.verdict as i32
-    });
-    if already {
-        // The same person cannot be counted twice; keep the first vote.
-        return Ok(Mutation::Unchanged);
+    let me = caller.principal.to_lowercase();
+    if let Some(earlier) = request
+        .votes
+        .iter()
+        .find(|v| v.approver.to_lowercase() == me)
+    {
+        // One person, one vote, whichever certificate or channel they use: the same vote
+        // again changes nothing; a different one is refused.
+        if earlier.verdict == ballot.verdict as i32 {
+            return Ok(Mutation::Unchanged);
+        }
+        return Err(ApiError::FailedPrecondition(
+            "you already voted on this request".to_owned(),
+        ));
     }
     request.votes.push(Vote {
         approver: caller.principal.clone(),
@@ -235,16 +390,30 @@ pub fn vote(
         groups: caller.groups.clone(),
     });
 
+    let denials: Vec<&Vote> = request
+        .votes
+        .iter()
+        .filter(|v| v.verdict == Verdict::Deny as i32)
+        .collect();
     if ballot.verdict == Verdict::Deny {
-        request.state = RequestState::Denied as i32;
-        request.decision = Some(Decision {
-            verdict: Verdict::Deny as i32,
-            reason,
-            approvers: vec![caller.principal.clone()],
-            decided_unix_ms: now,
-            grant: None,
-            cause: DecisionCause::Approvers as i32,
-        });
+        if denials.len() >= usize::try_from(req.min_denials.max(1)).unwrap_or(usize::MAX) {
+            let reason = denials
+                .iter()
+                .map(|v| v.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let approvers = denials.iter().map(|v| v.approver.clone()).collect();
+            request.state = RequestState::Denied as i32;
+            request.decision = Some(Decision {
+                verdict: Verdict::Deny as i32,
+                reason,
+                approvers,
+                decided_unix_ms: now,
+                grant: None,
+                cause: DecisionCause::Approvers as i32,
+                grant_request_id: String::new(),
+            });
+        }
     } else if quorum_met(&req, &request.votes) {
         approve(request, now);
     }
@@ -346,6 +515,26 @@ fn approve(request: &mut ApprovalRequest, now: i64) {
         decided_unix_ms: now,
         grant: Some(grant),
         cause: DecisionCause::Approvers as i32,
+        grant_request_id: String::new(),
+    });
+}
+
+/// Approves a new request because an active DURATION grant for the same exact action,
+/// agent and requester covers it; the decision names the grant's request.
+pub fn apply_grant(request: &mut ApprovalRequest, grant: &GrantRecord, now: i64) {
+    request.state = RequestState::Approved as i32;
+    request.decision = Some(Decision {
+        verdict: Verdict::Allow as i32,
+        reason: format!("covered by the grant of request {}", grant.request_id),
+        approvers: Vec::new(),
+        decided_unix_ms: now,
+        grant: Some(Grant {
+            scope: GrantScope::Duration as i32,
+            until_unix_ms: grant.until_unix_ms,
+            action_hash: grant.action_hash.clone(),
+        }),
+        cause: DecisionCause::Grant as i32,
+        grant_request_id: grant.request_id.clone(),
     });
 }
 
@@ -381,6 +570,7 @@ pub fn expire(request: &mut ApprovalRequest, now: i64) -> Result<Mutation, ApiEr
             action_hash,
         }),
         cause: DecisionCause::Expired as i32,
+        grant_request_id: String::new(),
     });
     Ok(Mutation::Changed)
 }
@@ -423,6 +613,7 @@ pub fn cancel(
         decided_unix_ms: now,
         grant: None,
         cause: DecisionCause::Cancelled as i32,
+        grant_request_id: String::new(),
     });
     Ok(Mutation::Changed)
 }
@@ -431,7 +622,7 @@ pub fn cancel(
 mod tests {
     use super::*;
     use crate::identity::Role;
-    use airlock_proto::v1::{ActionContext, GroupQuorum};
+    use airlock_proto::v1::GroupQuorum;
 
     fn caller(name: &str, role: Role, groups: &[&str]) -> Caller {
         Caller {
@@ -446,6 +637,7 @@ mod tests {
             id: "r1".to_owned(),
             host: "h".to_owned(),
             action: Some(ActionContext {
+                class: ActionClass::Exec as i32,
                 action_hash: "abc".to_owned(),
                 ..ActionContext::default()
             }),

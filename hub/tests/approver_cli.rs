@@ -21,6 +21,9 @@ fn args(hub: &TestHub, principal: &str) -> ApproverArgs {
         principal: Some(principal.to_owned()),
         groups: Vec::new(),
         json: true,
+        ca: None,
+        cert: None,
+        key: None,
     }
 }
 
@@ -45,6 +48,7 @@ async fn list_approve_deny_with_json() {
     let list = || ApproverCommand::List {
         state: StateFilter::Pending,
         limit: 100,
+        by: Default::default(),
     };
     let (code, listed) = run_json(args(&hub, "bob"), list()).await;
     assert_eq!(code, ExitCode::SUCCESS);
@@ -94,6 +98,7 @@ async fn list_approve_deny_with_json() {
         ApproverCommand::List {
             state: StateFilter::All,
             limit: 100,
+            by: Default::default(),
         },
     )
     .await;
@@ -232,6 +237,9 @@ async fn unreachable_hub_is_one_clear_sentence() {
             principal: Some("bob".to_owned()),
             groups: Vec::new(),
             json: false,
+            ca: None,
+            cert: None,
+            key: None,
         },
         ApproverCommand::Watch,
         &mut Vec::new(),
@@ -262,6 +270,7 @@ async fn human_output_escapes_control_characters() {
         ApproverCommand::List {
             state: StateFilter::Pending,
             limit: 10,
+            by: Default::default(),
         },
         &mut out,
     )

@@ -13,11 +13,15 @@ use airlock_proto::v1::{
     RequestState, Requirements, Verdict, WatchRequest, watch_event,
 };
 use tonic::{Code, Request};
-use util::{TestHub, decide, next_event, submit, with_requirements, within};
+use util::{Backend, TestHub, decide, next_event, quick_config, submit, with_requirements, within};
 
-#[tokio::test]
-async fn submit_is_idempotent_and_rejects_a_changed_payload() {
-    let hub = TestHub::start().await;
+#[path = "suite/rules.rs"]
+mod rules_suite;
+
+async fn submit_is_idempotent_and_rejects_a_changed_payload(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     let first = agent
         .submit(submit("req-1", "alice"))
@@ -55,9 +59,10 @@ async fn submit_is_idempotent_and_rejects_a_changed_payload() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn roles_are_enforced() {
-    let hub = TestHub::start().await;
+async fn roles_are_enforced(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     agent.submit(submit("req-1", "alice")).await.unwrap();
 
@@ -90,9 +95,10 @@ async fn roles_are_enforced() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn watch_sends_snapshot_then_changes_with_increasing_revisions_and_resumes() {
-    let hub = TestHub::start().await;
+async fn watch_sends_snapshot_then_changes_with_increasing_revisions_and_resumes(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     let mut approver = hub.approver("bob").await;
     agent.submit(submit("req-1", "alice")).await.unwrap();
@@ -159,9 +165,10 @@ async fn watch_sends_snapshot_then_changes_with_increasing_revisions_and_resumes
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn approve_reaches_the_agent_stream() {
-    let hub = TestHub::start().await;
+async fn approve_reaches_the_agent_stream(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     agent.submit(submit("req-1", "alice")).await.unwrap();
     let mut decisions = agent
@@ -191,9 +198,10 @@ async fn approve_reaches_the_agent_stream() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn deny_needs_a_reason_and_denies() {
-    let hub = TestHub::start().await;
+async fn deny_needs_a_reason_and_denies(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     agent.submit(submit("req-1", "alice")).await.unwrap();
     let mut approver = hub.approver("bob").await;
@@ -219,9 +227,10 @@ async fn deny_needs_a_reason_and_denies() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn self_approval_is_rejected_case_insensitively() {
-    let hub = TestHub::start().await;
+async fn self_approval_is_rejected_case_insensitively(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     hub.agent("agent-1")
         .await
         .submit(submit("req-1", "alice"))
@@ -239,9 +248,10 @@ async fn self_approval_is_rejected_case_insensitively() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn same_principal_counts_once_in_a_quorum_of_two() {
-    let hub = TestHub::start().await;
+async fn same_principal_counts_once_in_a_quorum_of_two(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let quorum = Requirements {
         groups: vec![GroupQuorum {
             group: "sre".to_owned(),
@@ -293,9 +303,10 @@ async fn same_principal_counts_once_in_a_quorum_of_two() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn expiry_denies_and_notifies_agent_and_watchers() {
-    let hub = TestHub::start().await;
+async fn expiry_denies_and_notifies_agent_and_watchers(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     let mut decisions = agent
         .decisions(DecisionsRequest::default())
@@ -342,13 +353,14 @@ async fn expiry_denies_and_notifies_agent_and_watchers() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn default_ttl_applies_when_the_rule_sets_none() {
-    let hub = TestHub::with_config(HubConfig {
+async fn default_ttl_applies_when_the_rule_sets_none(b: Backend) {
+    let config = HubConfig {
         default_ttl: Duration::from_secs(42),
         heartbeat: Duration::from_secs(5),
-    })
-    .await;
+    };
+    let Some(hub) = TestHub::on(b, config).await else {
+        return;
+    };
     let stored = hub
         .agent("agent-1")
         .await
@@ -362,9 +374,10 @@ async fn default_ttl_applies_when_the_rule_sets_none() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn only_the_submitting_agent_cancels() {
-    let hub = TestHub::start().await;
+async fn only_the_submitting_agent_cancels(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     agent.submit(submit("req-1", "alice")).await.unwrap();
     let cancel = || CancelRequest {
@@ -401,9 +414,10 @@ async fn only_the_submitting_agent_cancels() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn decide_after_final_is_failed_precondition() {
-    let hub = TestHub::start().await;
+async fn decide_after_final_is_failed_precondition(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     hub.agent("agent-1")
         .await
         .submit(submit("req-1", "alice"))
@@ -429,9 +443,10 @@ async fn decide_after_final_is_failed_precondition() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn decisions_replay_final_ids_on_reconnect() {
-    let hub = TestHub::start().await;
+async fn decisions_replay_final_ids_on_reconnect(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     for id in ["req-1", "req-2", "req-3"] {
         agent.submit(submit(id, "alice")).await.unwrap();
@@ -491,9 +506,10 @@ async fn decisions_replay_final_ids_on_reconnect() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn decide_idempotency_key_returns_the_first_result() {
-    let hub = TestHub::start().await;
+async fn decide_idempotency_key_returns_the_first_result(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     hub.agent("agent-1")
         .await
         .submit(submit("req-1", "alice"))
@@ -510,9 +526,10 @@ async fn decide_idempotency_key_returns_the_first_result() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn get_resolves_unique_prefixes_and_list_filters() {
-    let hub = TestHub::start().await;
+async fn get_resolves_unique_prefixes_and_list_filters(b: Backend) {
+    let Some(hub) = TestHub::on(b, quick_config()).await else {
+        return;
+    };
     let mut agent = hub.agent("agent-1").await;
     for id in ["abcd-1111", "abcd-2222", "ffff-0000"] {
         agent.submit(submit(id, "alice")).await.unwrap();
@@ -554,6 +571,7 @@ async fn get_resolves_unique_prefixes_and_list_filters() {
         .list(ListRequest {
             states: vec![RequestState::Pending as i32],
             limit: 0,
+            ..ListRequest::default()
         })
         .await
         .unwrap()
@@ -564,6 +582,7 @@ async fn get_resolves_unique_prefixes_and_list_filters() {
         .list(ListRequest {
             states: vec![],
             limit: 1,
+            ..ListRequest::default()
         })
         .await
         .unwrap()
@@ -644,3 +663,46 @@ async fn health_and_reflection_are_served() {
     );
     hub.stop().await;
 }
+
+/// Runs every behaviour test against each store backend.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+use rules_suite::*;
+
+backends!(
+    submit_is_idempotent_and_rejects_a_changed_payload,
+    roles_are_enforced,
+    watch_sends_snapshot_then_changes_with_increasing_revisions_and_resumes,
+    approve_reaches_the_agent_stream,
+    deny_needs_a_reason_and_denies,
+    self_approval_is_rejected_case_insensitively,
+    same_principal_counts_once_in_a_quorum_of_two,
+    expiry_denies_and_notifies_agent_and_watchers,
+    default_ttl_applies_when_the_rule_sets_none,
+    only_the_submitting_agent_cancels,
+    decide_after_final_is_failed_precondition,
+    decisions_replay_final_ids_on_reconnect,
+    decide_idempotency_key_returns_the_first_result,
+    get_resolves_unique_prefixes_and_list_filters,
+    grant_for_a_duration_covers_only_the_same_action,
+    quorum_across_groups_with_a_double_voter,
+    denial_threshold_and_reasons,
+    agents_never_decide_and_admins_never_self_approve,
+    replayed_decide_is_one_vote,
+    approve_after_expiry_fails_and_on_timeout_applies,
+    bad_input_is_invalid_argument,
+    list_filters,
+    store_audit_chain_and_revisions,
+);

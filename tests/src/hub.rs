@@ -94,7 +94,7 @@ impl Approver {
     }
 
     pub async fn list(&self, states: &[RequestState]) -> Vec<ApprovalRequest> {
-        let message = ListRequest { states: states.iter().map(|s| *s as i32).collect(), limit: 1000 };
+        let message = ListRequest { states: states.iter().map(|s| *s as i32).collect(), limit: 1000, ..Default::default() };
         self.client.clone().list(self.request(message)).await.expect("list").into_inner().requests
     }
 

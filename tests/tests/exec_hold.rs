@@ -194,3 +194,34 @@ fn out_of_scope_and_unwatched_execs_run_untouched_without_events() {
     assert!(!s.agent.audit_records().iter().any(|r| r["kind"] == "attempt"), "no attempt recorded");
     assert!(!s.agent.log_text().contains("exec held"));
 }
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_duration_grant_covers_the_same_command_and_nothing_else() {
+    let s = setup("grant", "120s");
+    let rt = runtime();
+    let approver = rt.block_on(s.hub.approver("grace"));
+    let first = spawn_held(&s, &["sync", "reports"]);
+    let request = rt.block_on(approver.watch_for(SLOW, is_for(&s.tool)));
+    s.hub.cli_ok("grace", &["approve", &request.id, "--for", "1h"]);
+    let out = first.join().expect("thread").expect("approved").wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sync reports\n");
+
+    // The same binary with the same arguments: the grant answers, no human is asked.
+    let again = spawn_held(&s, &["sync", "reports"]);
+    let out = again.join().expect("thread").expect("granted").wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sync reports\n");
+    let all = rt.block_on(approver.list(&[]));
+    let granted: Vec<_> = all.iter().filter(|r| r.id != request.id && r.state == RequestState::Approved as i32).collect();
+    assert_eq!(granted.len(), 1, "the repeat was approved by the grant: {all:?}");
+    assert!(granted[0].votes.is_empty(), "nobody voted on the repeat");
+
+    // Other arguments are a different action: held and asked again.
+    let other = spawn_held(&s, &["sync", "customers"]);
+    let asked = rt.block_on(approver.watch_for(SLOW, |r| {
+        r.state == RequestState::Pending as i32 && r.action.as_ref().is_some_and(|a| a.argv.last().is_some_and(|x| x == "customers"))
+    }));
+    s.hub.cli_ok("grace", &["deny", &asked.id, "--reason", "customer data"]);
+    let err = other.join().expect("thread").expect_err("denied");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+}

@@ -93,6 +93,8 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     unsafe { std::env::set_var("AIRLOCK_REQUIRE_EBPF", "1") };
     let mut stages = Vec::new();
 
+    // The in-process tests of the tests crate run the real binary too.
+    build_airlock()?;
     if !opts.no_unit {
         let started = Instant::now();
         let mut cmd = cargo();

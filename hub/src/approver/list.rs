@@ -5,7 +5,7 @@ use std::io::Write;
 use airlock_proto::v1::{ListRequest, RequestState};
 
 use super::output::{self, RequestOut};
-use super::{ApproverError, Outcome, Session, StateFilter};
+use super::{ApproverError, ListBy, Outcome, Session, StateFilter};
 use crate::rules;
 
 fn states(filter: StateFilter) -> Vec<i32> {
@@ -25,10 +25,14 @@ pub(super) async fn run<W: Write + Send>(
     session: &mut Session<'_, W>,
     filter: StateFilter,
     limit: u32,
+    by: ListBy,
 ) -> Result<Outcome, ApproverError> {
     let request = ListRequest {
         states: states(filter),
         limit,
+        agent_id: by.agent.unwrap_or_default(),
+        requester: by.requester.unwrap_or_default(),
+        host: by.host.unwrap_or_default(),
     };
     let requests = match session.client.list(request).await {
         Ok(resp) => resp.into_inner().requests,

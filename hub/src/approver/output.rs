@@ -183,6 +183,7 @@ fn cause(c: i32) -> String {
         Ok(DecisionCause::Approvers) => "approvers",
         Ok(DecisionCause::Expired) => "expired",
         Ok(DecisionCause::Cancelled) => "cancelled",
+        Ok(DecisionCause::Grant) => "grant",
         Ok(DecisionCause::Unspecified) | Err(_) => "unspecified",
     }
     .to_owned()

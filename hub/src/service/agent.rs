@@ -18,7 +18,7 @@ use super::{Hub, STREAM_BATCH, STREAM_BUFFER};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::rules;
-use crate::store::{Inserted, Store};
+use crate::store::{Inserted, Note, Store};
 
 /// Handlers of the agent-facing service.
 #[derive(Debug)]
@@ -53,13 +53,41 @@ impl<S: Store> AgentService for AgentApi<S> {
     ) -> Result<Response<SubmitResponse>, Status> {
         let caller = Caller::of(&request)?;
         caller.require_agent()?;
+        let now = rules::now_unix_ms();
         let candidate = rules::new_request(
             &caller,
             request.into_inner(),
-            rules::now_unix_ms(),
+            now,
             self.hub.config.default_ttl,
         )?;
-        let stored = match self.hub.store.insert(candidate.clone()).await? {
+        // A DURATION grant for this exact action (same hash, agent and requester) approves
+        // the request as it is stored; the decision and the audit entry name the grant.
+        let hash = candidate
+            .action
+            .as_ref()
+            .map(|a| a.action_hash.as_str())
+            .unwrap_or_default();
+        let grant = if hash.is_empty() {
+            None
+        } else {
+            self.hub
+                .store
+                .active_grant(hash, &candidate.agent_id, &candidate.requester, now)
+                .await?
+        };
+        let mut to_store = candidate.clone();
+        let action = match &grant {
+            Some(grant) => {
+                rules::apply_grant(&mut to_store, grant, now);
+                "submit+grant"
+            }
+            None => "submit",
+        };
+        let note = Note {
+            actor: &caller.principal,
+            action,
+        };
+        let stored = match self.hub.store.insert(to_store, note).await? {
             Inserted::New(stored) => {
                 tracing::info!(agent = %caller.principal, revision = stored.revision, "request submitted");
                 stored
@@ -153,7 +181,15 @@ impl<S: Store> AgentService for AgentApi<S> {
         let stored = self
             .hub
             .store
-            .update(&id, None, |r| rules::cancel(r, &caller, &reason, now))
+            .update(
+                &id,
+                None,
+                Note {
+                    actor: &caller.principal,
+                    action: "cancel",
+                },
+                |r| rules::cancel(r, &caller, &reason, now),
+            )
             .await?;
         Ok(Response::new(CancelResponse {
             request: Some(stored),

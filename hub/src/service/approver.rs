@@ -19,7 +19,7 @@ use super::{Hub, STREAM_BATCH, STREAM_BUFFER};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::rules::{self, Ballot};
-use crate::store::{IdempotencyKey, Store};
+use crate::store::{IdempotencyKey, ListFilter, Note, Store};
 
 /// `List` limit when the client gives none.
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -27,6 +27,10 @@ const DEFAULT_LIST_LIMIT: usize = 100;
 const MAX_LIST_LIMIT: usize = 1000;
 /// Shortest id prefix `Get` resolves.
 const MIN_PREFIX: usize = 4;
+/// Longest idempotency key or channel name.
+const MAX_KEY_LEN: usize = 256;
+/// Longest reason.
+const MAX_REASON_LEN: usize = 8192;
 
 /// Handlers of the approver-facing service.
 #[derive(Debug)]
@@ -164,7 +168,13 @@ impl<S: Store> ApproverService for ApproverApi<S> {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let caller = Caller::of(&request)?;
         caller.require_approver()?;
-        let ListRequest { states, limit } = request.into_inner();
+        let ListRequest {
+            states,
+            limit,
+            agent_id,
+            requester,
+            host,
+        } = request.into_inner();
         let states = states
             .into_iter()
             .map(|s| {
@@ -179,7 +189,15 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         let requests = self
             .hub
             .store
-            .list(&states, limit)
+            .list(
+                &ListFilter {
+                    states,
+                    agent_id,
+                    requester,
+                    host,
+                },
+                limit,
+            )
             .await?
             .into_iter()
             .map(for_approver)
@@ -205,10 +223,26 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         let caller = Caller::of(&request)?;
         caller.require_approver()?;
         let decide = request.into_inner();
+        let unknown =
+            |field: &str, v: i32| ApiError::InvalidArgument(format!("{field}: unknown value {v}"));
+        if decide.idempotency_key.len() > MAX_KEY_LEN || decide.channel.len() > MAX_KEY_LEN {
+            return Err(ApiError::InvalidArgument(format!(
+                "idempotency_key and channel are limited to {MAX_KEY_LEN} bytes"
+            ))
+            .into());
+        }
+        if decide.reason.len() > MAX_REASON_LEN {
+            return Err(ApiError::InvalidArgument(format!(
+                "reason is limited to {MAX_REASON_LEN} bytes"
+            ))
+            .into());
+        }
         let ballot = Ballot {
-            verdict: Verdict::try_from(decide.verdict).unwrap_or(Verdict::Unspecified),
+            verdict: Verdict::try_from(decide.verdict)
+                .map_err(|_| unknown("verdict", decide.verdict))?,
             reason: decide.reason,
-            scope: GrantScope::try_from(decide.scope).unwrap_or(GrantScope::Unspecified),
+            scope: GrantScope::try_from(decide.scope)
+                .map_err(|_| unknown("scope", decide.scope))?,
             duration_seconds: decide.duration_seconds,
             channel: decide.channel,
         };
@@ -220,7 +254,15 @@ impl<S: Store> ApproverService for ApproverApi<S> {
         let stored = self
             .hub
             .store
-            .update(&decide.id, key, |r| rules::vote(r, &caller, ballot, now))
+            .update(
+                &decide.id,
+                key,
+                Note {
+                    actor: &caller.principal,
+                    action: "vote",
+                },
+                |r| rules::vote(r, &caller, ballot, now),
+            )
             .await?;
         tracing::info!(approver = %caller.principal, state = stored.state, "vote cast");
         Ok(Response::new(DecideResponse {

@@ -6,8 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 use airlock_proto::v1::{ApprovalRequest, RequestState};
 use tokio::sync::watch;
 
-use super::{IdempotencyKey, Inserted, Mutation, Store, StoreError};
+use super::audit::{self, AuditRecord, GENESIS};
+use super::{GrantRecord, IdempotencyKey, Inserted, ListFilter, Mutation, Note, Store, StoreError};
 use crate::error::ApiError;
+use crate::rules;
 
 /// Keeps requests in memory. Suited to tests and single-process dev hubs.
 #[derive(Debug)]
@@ -26,6 +28,10 @@ struct Inner {
     deadlines: BTreeSet<(i64, String)>,
     /// First result of each idempotent update: key -> (request id, request after it).
     idempotent: HashMap<IdempotencyKey, (String, ApprovalRequest)>,
+    /// DURATION grants, oldest first.
+    grants: Vec<GrantRecord>,
+    /// The audit chain.
+    audit: Vec<AuditRecord>,
 }
 
 impl Default for MemoryStore {
@@ -55,8 +61,8 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Stamps `request` with the next revision and indexes it.
-    fn put(&mut self, mut request: ApprovalRequest) -> ApprovalRequest {
+    /// Stamps `request` with the next revision, indexes, audits it and keeps its grant.
+    fn put(&mut self, mut request: ApprovalRequest, note: Note<'_>) -> ApprovalRequest {
         self.revision += 1;
         if let Some(old) = self.requests.get(&request.id) {
             self.by_revision.remove(&old.revision);
@@ -71,18 +77,32 @@ impl Inner {
                 .insert((request.expires_unix_ms, request.id.clone()));
         }
         self.requests.insert(request.id.clone(), request.clone());
+        if let Some(grant) = GrantRecord::of(&request) {
+            self.grants.push(grant);
+        }
+        let prev = self.audit.last().map_or(GENESIS, |r| r.hash.as_str());
+        let seq = self.audit.len() as u64 + 1;
+        let record = audit::entry(
+            seq,
+            prev,
+            rules::now_unix_ms(),
+            &request,
+            &super::encode(&request),
+            note,
+        );
+        self.audit.push(record);
         request
     }
 }
 
 impl Store for MemoryStore {
-    async fn insert(&self, request: ApprovalRequest) -> Result<Inserted, ApiError> {
+    async fn insert(&self, request: ApprovalRequest, note: Note<'_>) -> Result<Inserted, ApiError> {
         let stored = {
             let mut inner = self.lock()?;
             if let Some(existing) = inner.requests.get(&request.id) {
                 return Ok(Inserted::Existing(existing.clone()));
             }
-            inner.put(request)
+            inner.put(request, note)
         };
         self.announce(stored.revision);
         Ok(Inserted::New(stored))
@@ -109,14 +129,14 @@ impl Store for MemoryStore {
 
     async fn list(
         &self,
-        states: &[RequestState],
+        filter: &ListFilter,
         limit: usize,
     ) -> Result<Vec<ApprovalRequest>, ApiError> {
         let inner = self.lock()?;
         let mut found: Vec<ApprovalRequest> = inner
             .requests
             .values()
-            .filter(|r| states.is_empty() || states.iter().any(|s| *s as i32 == r.state))
+            .filter(|r| filter.matches(r))
             .cloned()
             .collect();
         found.sort_by(|a, b| {
@@ -162,6 +182,7 @@ impl Store for MemoryStore {
         &self,
         id: &str,
         idempotency: Option<IdempotencyKey>,
+        note: Note<'_>,
         rule: F,
     ) -> Result<ApprovalRequest, ApiError>
     where
@@ -185,7 +206,7 @@ impl Store for MemoryStore {
                 .cloned()
                 .ok_or_else(|| ApiError::NotFound(id.to_owned()))?;
             let (result, changed) = match rule(&mut request)? {
-                Mutation::Changed => (inner.put(request), true),
+                Mutation::Changed => (inner.put(request, note), true),
                 Mutation::Unchanged => (request, false),
             };
             if let Some(key) = idempotency {
@@ -216,6 +237,39 @@ impl Store for MemoryStore {
         Ok((due, next))
     }
 
+    async fn active_grant(
+        &self,
+        action_hash: &str,
+        agent_id: &str,
+        requester: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<GrantRecord>, ApiError> {
+        Ok(self
+            .lock()?
+            .grants
+            .iter()
+            .filter(|g| {
+                g.action_hash == action_hash
+                    && g.agent_id == agent_id
+                    && g.requester == requester
+                    && g.until_unix_ms > now_unix_ms
+            })
+            .max_by_key(|g| g.until_unix_ms)
+            .cloned())
+    }
+
+    async fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, ApiError> {
+        let inner = self.lock()?;
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(inner
+            .audit
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.revision_tx.subscribe()
     }
@@ -225,88 +279,45 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    fn request(id: &str, created: i64, expires: i64) -> ApprovalRequest {
-        ApprovalRequest {
-            id: id.to_owned(),
-            state: RequestState::Pending as i32,
-            created_unix_ms: created,
-            expires_unix_ms: expires,
-            ..ApprovalRequest::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn revisions_increase_and_index_latest_state() {
-        let store = MemoryStore::new();
-        let mut rx = store.subscribe();
-        let Inserted::New(a) = store.insert(request("a", 1, 100)).await.unwrap() else {
-            panic!("a is new");
-        };
-        let Inserted::New(b) = store.insert(request("b", 2, 50)).await.unwrap() else {
-            panic!("b is new");
-        };
-        assert!(b.revision > a.revision);
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), b.revision);
-        assert!(matches!(
-            store.insert(request("a", 9, 9)).await.unwrap(),
-            Inserted::Existing(r) if r.created_unix_ms == 1
-        ));
-
-        let a2 = store
-            .update("a", None, |r| {
-                r.state = RequestState::Denied as i32;
-                Ok(Mutation::Changed)
-            })
-            .await
-            .unwrap();
-        assert!(a2.revision > b.revision);
-        let changed: Vec<String> = store
-            .changed_since(a.revision, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(changed, ["b", "a"], "each id once, in revision order");
-        let (due, next) = store.due(60).await.unwrap();
-        assert_eq!(due, ["b"], "a is final, so it has no deadline any more");
-        assert_eq!(next, None);
-        let (pending, rev) = store.pending_snapshot().await.unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(rev, a2.revision);
-    }
+    const NOTE: Note<'static> = Note {
+        actor: "test",
+        action: "test",
+    };
 
     #[tokio::test]
     async fn idempotent_update_runs_once() {
         let store = MemoryStore::new();
-        store.insert(request("a", 1, 100)).await.unwrap();
-        store.insert(request("b", 1, 100)).await.unwrap();
+        for id in ["a", "b"] {
+            let r = ApprovalRequest {
+                id: id.to_owned(),
+                state: RequestState::Pending as i32,
+                ..ApprovalRequest::default()
+            };
+            store.insert(r, NOTE).await.unwrap();
+        }
         let key = IdempotencyKey {
             principal: "p".to_owned(),
             key: "k".to_owned(),
         };
         let first = store
-            .update("a", Some(key.clone()), |r| {
+            .update("a", Some(key.clone()), NOTE, |r| {
                 r.host = "first".to_owned();
                 Ok(Mutation::Changed)
             })
             .await
             .unwrap();
         let again = store
-            .update("a", Some(key.clone()), |_| panic!("must not run twice"))
+            .update("a", Some(key.clone()), NOTE, |_| {
+                panic!("must not run twice")
+            })
             .await
             .unwrap();
         assert_eq!(first, again);
         assert!(matches!(
             store
-                .update("b", Some(key), |_| Ok(Mutation::Unchanged))
+                .update("b", Some(key), NOTE, |_| Ok(Mutation::Unchanged))
                 .await,
             Err(ApiError::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            store.update("zzz", None, |_| Ok(Mutation::Unchanged)).await,
-            Err(ApiError::NotFound(_))
         ));
     }
 }

@@ -2,11 +2,14 @@
 
 #![allow(dead_code, reason = "each test file uses a subset")]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use airlock_hub::HubConfig;
 use airlock_hub::identity::{ClientIdentity, Role};
+use airlock_hub::store::{MemoryStore, PgStore, SqliteStore, SqliteSync, Store};
+use airlock_hub::{HubConfig, IdentityMode};
 use airlock_proto::v1::agent_service_client::AgentServiceClient;
 use airlock_proto::v1::approver_service_client::ApproverServiceClient;
 use airlock_proto::v1::{
@@ -25,23 +28,60 @@ pub struct TestHub {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// Keeps a SQLite file alive for the hub's lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Which store a test hub runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+pub fn quick_config() -> HubConfig {
+    HubConfig {
+        default_ttl: Duration::from_secs(300),
+        heartbeat: Duration::from_millis(200),
+    }
 }
 
 impl TestHub {
     pub async fn start() -> Self {
-        Self::with_config(HubConfig {
-            default_ttl: Duration::from_secs(300),
-            heartbeat: Duration::from_millis(200),
-        })
-        .await
+        Self::with_config(quick_config()).await
     }
 
     pub async fn with_config(config: HubConfig) -> Self {
+        Self::with_store(MemoryStore::new(), config, IdentityMode::DevHeaders).await
+    }
+
+    /// A hub on `backend`, or `None` when PostgreSQL is unavailable outside CI.
+    pub async fn on(backend: Backend, config: HubConfig) -> Option<Self> {
+        Some(match backend {
+            Backend::Memory => Self::with_config(config).await,
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store =
+                    SqliteStore::open(&dir.path().join("hub.db"), SqliteSync::Normal).unwrap();
+                let mut hub = Self::with_store(store, config, IdentityMode::DevHeaders).await;
+                hub._dir = Some(dir);
+                hub
+            }
+            Backend::Postgres => {
+                let url = pg::database().await?;
+                let store = PgStore::connect(&url).await.unwrap();
+                Self::with_store(store, config, IdentityMode::DevHeaders).await
+            }
+        })
+    }
+
+    pub async fn with_store<S: Store>(store: S, config: HubConfig, identity: IdentityMode) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            airlock_hub::serve_with_listener(listener, config, async {
+            airlock_hub::serve_with_listener(listener, store, config, identity, async {
                 let _ = stopped.await;
             })
             .await
@@ -51,6 +91,7 @@ impl TestHub {
             addr,
             stop: Some(stop),
             task: Some(task),
+            _dir: None,
         }
     }
 
