@@ -111,7 +111,7 @@ impl Agent {
         files.sort();
         files
             .iter()
-            .flat_map(|f| std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|f| complete_lines(&std::fs::read_to_string(f).unwrap_or_default()))
             .map(|l| serde_json::from_str(&l).expect("audit line is JSON"))
             .collect()
     }
@@ -166,4 +166,11 @@ impl Drop for Agent {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
     }
+}
+
+/// The newline-terminated lines of `text`: a line the agent is still writing is not a record
+/// yet.
+fn complete_lines(text: &str) -> Vec<String> {
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
 }

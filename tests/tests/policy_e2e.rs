@@ -116,15 +116,30 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
         })
     };
     let reloads = 100;
+    let (mut broken_writes, mut valid_writes) = (0, 0);
     for i in 0..reloads {
-        let text = match i % 3 {
-            0 => &deny_text,
-            1 => &broken_text,
-            _ => &allow_text,
-        };
-        write_atomically(&policy, text);
-        agent.hangup();
-        std::thread::sleep(Duration::from_millis(150));
+        // Each write must reach its own outcome before the next one: the agent coalesces
+        // SIGHUPs and always loads the file as it is now, so a version written and replaced
+        // before a reload ran would never be judged.
+        let before = agent.audit_records().len();
+        match i % 3 {
+            1 => {
+                // A broken version unique to this write, so its rejection is recognisable.
+                let bad_cidr = format!("10.{}.0.0/33", i);
+                write_atomically(&policy, &broken_text.replace("10.0.0.0/33", &bad_cidr));
+                agent.hangup();
+                broken_writes += 1;
+                wait_reload(&agent, i, before, |r| airlock_of(r)["ok"] == false && airlock_of(r)["error"].as_str().is_some_and(|e| e.contains(&bad_cidr)));
+            }
+            n => {
+                let text = if n == 0 { &deny_text } else { &allow_text };
+                let version = hash_of(text);
+                write_atomically(&policy, text);
+                agent.hangup();
+                valid_writes += 1;
+                wait_reload(&agent, i, before, |r| airlock_of(r)["ok"] == true && airlock_of(r)["policy_version"] == version.as_str());
+            }
+        }
     }
     stop.store(true, Ordering::SeqCst);
     let outcomes = runner.join().expect("runner");
@@ -141,10 +156,12 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
         assert_eq!(*outcome, expected, "exec outcome differs from the policy that judged it: {record}");
         assert_eq!(fields["verdict"] == "allowed", expected, "{record}");
     }
-    let reloads_with = |ok: bool| records.iter().filter(|r| r["kind"] == "policy_reload" && airlock_of(r)["ok"] == ok).count();
+    let reloads_with = |ok: bool| {
+        records.iter().filter(|r| r["kind"] == "policy_reload" && airlock_of(r)["ok"] == ok).count()
+    };
     let (rejected, accepted) = (reloads_with(false), reloads_with(true));
-    assert!(rejected >= reloads / 3 - 1, "broken policies rejected and audited ({rejected})");
-    assert!(accepted >= reloads / 3, "valid policies switched ({accepted})");
+    assert!(rejected >= broken_writes, "every broken policy rejected and audited ({rejected} of {broken_writes})");
+    assert!(accepted >= valid_writes, "every valid policy switched to ({accepted} of {valid_writes})");
     let bad_line = format!("policy.toml:{}:", HEADER.lines().count() + 4);
     let located = records
         .iter()
@@ -152,6 +169,19 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     assert!(located, "rejections carry file:line:column ({bad_line})");
     assert!(outcomes.len() >= 20, "the load loop ran ({} execs)", outcomes.len());
     assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o), "both policies judged some execs");
+}
+
+/// Waits until a policy_reload record after the first `before` records satisfies `want`.
+fn wait_reload(agent: &Agent, i: usize, before: usize, want: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = std::time::Instant::now() + SLOW;
+    loop {
+        let records = agent.audit_records();
+        if records.iter().skip(before).any(|r| r["kind"] == "policy_reload" && want(r)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload {i} was never recorded; agent log:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn write_atomically(path: &PathBuf, text: &str) {
