@@ -79,4 +79,4 @@ say "the signed audit trail (airlock audit tail $WORK/audit):"
 say "verifying it (airlock audit verify $WORK/audit):"
 # Under emulation (the test VM) the 1 s checkpoint heartbeat can lag by seconds.
 GAP=""; [ "${DEMO_BRIDGE:-0}" = 1 ] && GAP="--max-gap-ms 30000"
-"$AIRLOCK" audit verify $GAP "$WORK/audit"
+"$AIRLOCK" audit verify --key "$WORK/audit.key.pub" $GAP "$WORK/audit"
