@@ -13,6 +13,9 @@ pub mod offsets;
 #[cfg(feature = "user")]
 mod user;
 
-pub use event::{ExecEvent, EventHeader, EventKind, ARGV_BUF_LEN, ARGV_MAX_ARGS, PATH_LEN};
-pub use hold::{HoldKey, Hook, InodeKey, Verdict};
+pub use event::{
+    DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldMode, NetEvent, ARGV_BUF_LEN,
+    ARGV_MAX_ARGS, PATH_LEN,
+};
+pub use hold::{AllowKey, HoldKey, Hook, InodeKey, NetKey, Verdict};
 pub use offsets::KernelOffsets;

@@ -77,6 +77,35 @@ pub fn hold<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
     -ERESTARTNOINTR
 }
 
+/// Announces an action that cannot be restarted (io_uring): it fails with EPERM now, and an
+/// approval leaves a verdict that lets the caller's retry through (see `HoldMode`).
+#[inline(always)]
+pub fn deny_until_approved<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
+    count(Counter::AsyncDenied);
+    if PENDING.insert(key, &now, BPF_NOEXIST as u64).is_err() {
+        event.discard(0);
+        return -EPERM;
+    }
+    event.submit(0);
+    -EPERM
+}
+
+/// The common tail of every gate once the action is known to be sensitive: consume a
+/// verdict, re-hold an announced action, or announce it with `announce` (which reserves
+/// and fills the event, then calls [`hold`] or [`deny_until_approved`]).
+#[inline(always)]
+pub fn gate(key: &HoldKey, restartable: bool, announce: impl FnOnce() -> i32) -> i32 {
+    match check_verdict(key) {
+        Answer::Allow => return 0,
+        Answer::Deny => return -EPERM,
+        Answer::None => {}
+    }
+    if is_pending(key) {
+        return if restartable { rehold() } else { -EPERM };
+    }
+    announce()
+}
+
 #[inline(always)]
 fn stop_or_deny() -> i32 {
     // SAFETY: helper call with a constant signal number.

@@ -4,7 +4,7 @@
 use agent_common::{HoldKey, InodeKey, KernelOffsets};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 
 #[map]
@@ -26,6 +26,18 @@ pub static PENDING: HashMap<HoldKey, u64> = HashMap::with_max_entries(4096, 0);
 pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 #[map]
+pub static EGRESS_ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(4096, 0);
+
+#[map]
+pub static CRED_FILES: HashMap<InodeKey, u32> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+#[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map]
@@ -43,6 +55,14 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_sb: 0,
     sb_s_dev: 0,
     tp_fork_child_pid: 0,
+    socket_type: 0,
+    file_f_flags: 0,
+    file_f_mode: 0,
+    task_tgid: 0,
+    task_flags: 0,
+    msghdr_msg_name: 0,
+    msghdr_msg_namelen: 0,
+    _pad: 0,
 };
 
 /// The offsets as the loader set them. The volatile read stops the compiler from folding

@@ -49,6 +49,14 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         inode_i_sb: reader.offset("inode", "i_sb")?,
         sb_s_dev: reader.offset("super_block", "s_dev")?,
         tp_fork_child_pid: reader.offset("trace_event_raw_sched_process_fork", "child_pid")?,
+        socket_type: reader.offset("socket", "type")?,
+        file_f_flags: reader.offset("file", "f_flags")?,
+        file_f_mode: reader.offset("file", "f_mode")?,
+        task_tgid: reader.offset("task_struct", "tgid")?,
+        task_flags: reader.offset("task_struct", "flags")?,
+        msghdr_msg_name: reader.offset("msghdr", "msg_name")?,
+        msghdr_msg_namelen: reader.offset("msghdr", "msg_namelen")?,
+        _pad: 0,
     })
 }
 

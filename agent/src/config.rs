@@ -37,7 +37,47 @@ struct RawConfig {
     hub: RawHub,
     scope: RawScope,
     exec: RawExec,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    files: RawFiles,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    /// Extra allowed destinations (CIDRs or addresses); loopback and the hub always pass.
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    /// Credential file globs; `~/` expands to every user's home. Default:
+    /// [`DEFAULT_CREDENTIALS`].
+    #[serde(default)]
+    credentials: Option<Vec<String>>,
+    /// More of the agent's own files that watched processes may not write (the config
+    /// file and the audit log are always protected).
+    #[serde(default)]
+    protect: Vec<PathBuf>,
+}
+
+/// Credential files held by default.
+pub const DEFAULT_CREDENTIALS: &[&str] = &[
+    "~/.aws/credentials",
+    "~/.aws/config",
+    "~/.ssh/id_*",
+    "~/.kube/config",
+    "~/.docker/config.json",
+    "~/.netrc",
+    "~/.pgpass",
+    "~/.config/gcloud/credentials.db",
+    "~/.config/gcloud/application_default_credentials.json",
+    "/etc/shadow",
+    "/etc/gshadow",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +128,13 @@ pub struct AgentConfig {
     pub scope_cgroups: Vec<PathBuf>,
     pub watch: Vec<String>,
     pub search_path: String,
+    /// `[egress] allow`: extra allowed CIDRs, validated.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// `[files] credentials`: globs of credential files.
+    pub credentials: Vec<String>,
+    /// Files watched processes may not write: `[files] protect`, the config file and the
+    /// audit log.
+    pub protect: Vec<PathBuf>,
 }
 
 /// The PATH used to resolve watched binary names when the config names none.
@@ -111,7 +158,9 @@ impl AgentConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        config.protect.push(path.to_owned());
+        Ok(config)
     }
 
     /// Parses config text; `path` is only used in messages.
@@ -149,7 +198,29 @@ impl AgentConfig {
         if let Some(empty) = raw.exec.watch.iter().find(|w| w.trim().is_empty()) {
             return Err(invalid(format!("exec.watch contains an empty entry `{empty}`")));
         }
+        let egress_allow = raw
+            .egress
+            .allow
+            .iter()
+            .map(|entry| parse_cidr(entry).ok_or_else(|| {
+                invalid(format!("egress.allow entry `{entry}` is not an address or CIDR"))
+            }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let credentials = raw
+            .files
+            .credentials
+            .unwrap_or_else(|| DEFAULT_CREDENTIALS.iter().map(|s| (*s).to_owned()).collect());
+        if let Some(bad) = credentials.iter().find(|c| !(c.starts_with('/') || c.starts_with("~/"))) {
+            return Err(invalid(format!(
+                "files.credentials entry `{bad}` must be absolute or start with ~/"
+            )));
+        }
+        let mut protect = raw.files.protect;
+        protect.push(raw.agent.audit_log.clone());
         Ok(Self {
+            egress_allow,
+            credentials,
+            protect,
             agent_id: raw.agent.id,
             audit_log: raw.agent.audit_log,
             hub_url: raw.hub.url,
@@ -159,6 +230,15 @@ impl AgentConfig {
             search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
         })
     }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a host prefix).
+fn parse_cidr(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// toml's messages span several lines with a source excerpt; keep the first one, which
@@ -200,6 +280,22 @@ watch = ["aws", "/usr/bin/scp"]
         assert_eq!(c.decision_ttl, Duration::from_secs(90));
         assert_eq!(c.watch, ["aws", "/usr/bin/scp"]);
         assert_eq!(c.search_path, DEFAULT_SEARCH_PATH);
+        assert!(c.egress_allow.is_empty());
+        assert_eq!(c.credentials.len(), DEFAULT_CREDENTIALS.len());
+        assert_eq!(c.protect, [PathBuf::from("/var/log/airlock/audit.jsonl")]);
+    }
+
+    #[test]
+    fn parses_egress_and_files_sections() {
+        let text = format!(
+            "{GOOD}[egress]\nallow = [\"10.0.0.0/8\", \"2001:db8::1\"]\n\
+             [files]\ncredentials = [\"~/.aws/credentials\", \"/srv/**/.env\"]\nprotect = [\"/etc/airlock/policy.toml\"]\n"
+        );
+        let c = parse(&text).expect("valid");
+        let allow: Vec<String> = c.egress_allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(allow, ["10.0.0.0/8", "2001:db8::1/128"]);
+        assert_eq!(c.credentials, ["~/.aws/credentials", "/srv/**/.env"]);
+        assert_eq!(c.protect.len(), 2);
     }
 
     #[test]
@@ -212,6 +308,8 @@ watch = ["aws", "/usr/bin/scp"]
             (GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"), "at least one binary"),
             (GOOD.replace("\"host-1\"", "\"\""), "agent.id must not be empty"),
             (GOOD.replace("[scope]", "[scope\n"), "invalid config file agent.toml"),
+            (format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"), "egress.allow entry `10.0.0.0/33`"),
+            (format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"), "must be absolute or start with ~/"),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();

@@ -13,7 +13,10 @@ use crate::{
     audit::{AuditError, AuditLog},
     btf::{self, BtfError},
     config::AgentConfig,
+    context::Rules,
+    egress,
     events::{self, Event},
+    files::{self, CredentialSet, FilesError},
     holds::{Coordinator, KernelAnswers, Msg},
     hub_client::{HubClient, HubError},
     loader::{self, GateSpec, LoadError},
@@ -38,6 +41,8 @@ pub enum DaemonError {
     Hub(#[from] HubError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
     #[error("cannot watch the BPF ring buffer: {0}")]
     RingBuffer(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -52,11 +57,21 @@ pub enum DaemonError {
 pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     preflight::check(&HostFacts::read())?;
     let watched = resolve::resolve_all(&config.watch, &config.search_path)?;
-    let scope = config
+    let mut scope = config
         .scope_cgroups
         .iter()
         .map(|p| scope::resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
+    scope.extend(scope::descendant_cgroups(&scope));
+    let credentials = files::resolve_credentials(&config.credentials, &files::homes())?;
+    let protected = files::resolve_existing(&config.protect);
+    let allow = egress::allow_list(&config.egress_allow, &config.hub_url);
+    for net in &allow {
+        tracing::debug!(%net, "egress allowed");
+    }
+    for file in &credentials {
+        tracing::debug!(path = %file.path.display(), pattern = %file.pattern, "credential file");
+    }
     let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     for binary in &watched {
@@ -68,7 +83,22 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let audit = AuditLog::open(&config.audit_log)?;
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
-    let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &watched })?;
+    let allow_keys: Vec<_> = allow.iter().map(egress::key).collect();
+    let protected_keys: Vec<_> = protected.iter().map(|(_, k)| *k).collect();
+    // Walked after the scope is known and before attaching; a process forked between the
+    // walk and the fork tracepoint is caught by its cgroup (the tracepoint attaches first).
+    let scope_tasks = scope::existing_tasks(&scope);
+    let mut gates = loader::load(&GateSpec {
+        offsets,
+        scope: &scope,
+        scope_tasks: &scope_tasks,
+        watched: &watched,
+        allow: &allow_keys,
+        credentials: &credentials,
+        protected_files: &protected_keys,
+        protected_tasks: &[std::process::id()],
+    })?;
+    tracing::debug!(tasks = scope_tasks.len(), "existing processes in scope");
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
@@ -82,6 +112,9 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             "event": "start",
             "watched": watched.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
             "scope": scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+            "credentials": credentials.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+            "egress_allow": allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "protected": protected.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         }),
     )?;
 
@@ -90,7 +123,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         config.agent_id.clone(),
         host,
         config.decision_ttl,
-        watched.clone(),
+        Rules { watched: watched.clone(), credentials: credentials.clone() },
         hub.clone(),
         audit.clone(),
         KernelAnswers { verdicts: gates.verdicts, pending: gates.pending },
@@ -122,9 +155,23 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     // gates are attached.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    let mut creds = CredentialSet::new(config.credentials.clone(), &credentials);
+    let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
+    let roots: Vec<_> = scope.iter().take(config.scope_cgroups.len()).cloned().collect();
+    let mut refresh = tokio::time::interval(REFRESH);
     let why = loop {
         tokio::select! {
             Some(msg) = rx.recv() => coordinator.handle(msg).await,
+            _ = refresh.tick() => {
+                refresh_credentials(&mut creds, &mut gates.cred_files);
+                coordinator.rules.credentials = creds.files();
+                for cgroup in scope::descendant_cgroups(&roots) {
+                    if known_cgroups.insert(cgroup.id) {
+                        tracing::debug!(path = %cgroup.path.display(), "new scope sub-cgroup");
+                        let _ = gates.scope_cgroups.insert(cgroup.id, 1, 0);
+                    }
+                }
+            }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
@@ -134,6 +181,29 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     coordinator.deny_all("the agent is shutting down").await;
     let _ = audit.append("lifecycle", "agent", serde_json::json!({"event": "stop", "signal": why}));
     Ok(())
+}
+
+/// How often credential globs and scope sub-cgroups are re-resolved.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn refresh_credentials(
+    creds: &mut CredentialSet,
+    map: &mut aya::maps::HashMap<aya::maps::MapData, agent_common::InodeKey, u32>,
+) {
+    match creds.refresh() {
+        Ok(diff) => {
+            for file in &diff.added {
+                tracing::info!(path = %file.path.display(), pattern = %file.pattern, "credential file appeared");
+                if let Err(error) = map.insert(file.key, 0, 0) {
+                    tracing::error!(%error, path = %file.path.display(), "cannot watch credential file");
+                }
+            }
+            for key in &diff.removed {
+                let _ = map.remove(key);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "credential refresh failed"),
+    }
 }
 
 async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, tx: mpsc::Sender<Msg>) {
@@ -150,7 +220,8 @@ async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, 
             let buffer = guard.get_inner_mut();
             while let Some(item) = buffer.next() {
                 match events::decode(&item) {
-                    Ok(Event::Exec(exec)) => batch.push(Msg::Exec(exec)),
+                    Ok(Event::Held(action)) => batch.push(Msg::Held(action)),
+                    Ok(Event::Denied(denied)) => batch.push(Msg::Denied(denied)),
                     Err(error) => tracing::error!(%error, "dropping undecodable event"),
                 }
             }

@@ -12,25 +12,24 @@ use std::{
 };
 
 use agent_common::{HoldKey, Verdict};
-use airlock_proto::v1::{
-    ActionClass, ActionContext, DecisionEvent, Process, RequestState, Requirements,
-    SubmitRequest,
-};
+use airlock_proto::v1::{DecisionEvent, RequestState, Requirements, SubmitRequest};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use serde_json::json;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{
     audit::AuditLog,
-    events::HeldExec,
+    context::{self, Rules},
+    events::{DeniedAction, HeldAction},
     hub_client::HubClient,
-    procinfo::{self, ProcessInfo},
-    resolve::ResolvedBinary,
 };
 
 /// Messages the coordinator acts on.
 pub enum Msg {
-    Exec(HeldExec),
+    /// A gate holds an action (any class).
+    Held(HeldAction),
+    /// A self-protection rule denied an action: audit it.
+    Denied(DeniedAction),
     Decision(DecisionEvent),
     Expired(String),
     Exited(String),
@@ -68,7 +67,7 @@ impl KernelAnswers {
 
 struct Held {
     key: HoldKey,
-    exec: HeldExec,
+    action: HeldAction,
     started: Instant,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -77,7 +76,8 @@ pub struct Coordinator {
     pub agent_id: String,
     pub host: String,
     pub ttl: Duration,
-    pub watched: Vec<ResolvedBinary>,
+    /// What the rules name (for rule ids in requests); the daemon refreshes credentials.
+    pub rules: Rules,
     pub hub: HubClient,
     pub audit: AuditLog,
     pub kernel: KernelAnswers,
@@ -92,7 +92,7 @@ impl Coordinator {
         agent_id: String,
         host: String,
         ttl: Duration,
-        watched: Vec<ResolvedBinary>,
+        rules: Rules,
         hub: HubClient,
         audit: AuditLog,
         kernel: KernelAnswers,
@@ -102,7 +102,7 @@ impl Coordinator {
             agent_id,
             host,
             ttl,
-            watched,
+            rules,
             hub,
             audit,
             kernel,
@@ -114,7 +114,8 @@ impl Coordinator {
 
     pub async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Exec(exec) => self.on_exec(exec),
+            Msg::Held(action) => self.on_held(action),
+            Msg::Denied(denied) => self.on_denied(&denied),
             Msg::Decision(event) => self.on_decision(event),
             Msg::Expired(id) => self.finish(&id, Verdict::Deny, "expired", json!({"cause": "ttl"})),
             Msg::Exited(id) => self.on_exit(&id),
@@ -127,57 +128,22 @@ impl Coordinator {
         }
     }
 
-    fn on_exec(&mut self, exec: HeldExec) {
+    fn on_held(&mut self, action: HeldAction) {
         let id = uuid::Uuid::new_v4().to_string();
-        let actor = procinfo::read(exec.tgid);
-        let parents = procinfo::parents(exec.tgid);
-        let cgroup = procinfo::cgroup(exec.tgid);
-        let rule = self
-            .watched
-            .iter()
-            .find(|w| w.key == exec.binary)
-            .map(|w| format!("exec.watch:{}", w.name))
-            .unwrap_or_else(|| "exec.watch".to_owned());
-        let requester = procinfo::user_name(exec.uid);
-        let attempt = json!({
-            "class": "exec",
-            "agent": self.agent_id,
-            "pid": exec.tgid,
-            "tid": exec.tid,
-            "uid": exec.uid,
-            "user": requester,
-            "cgroup": cgroup,
-            "binary": exec.path,
-            "argv": exec.argv,
-            "argv_truncated": exec.argv_truncated,
-            "parents": parents.iter().map(|p| json!({"pid": p.pid, "binary": p.binary, "comm": p.comm})).collect::<Vec<_>>(),
-            "rule": rule,
-        });
+        let built = context::build(&action, &self.rules, &self.agent_id);
         // Durable before anyone is asked: if it cannot be recorded it does not happen.
-        if let Err(error) = self.audit.append("attempt", &id, attempt) {
-            tracing::error!(%error, pid = exec.tgid, "audit write failed; denying");
-            self.kernel.release(exec.key, Verdict::Deny);
+        if let Err(error) = self.audit.append("attempt", &id, built.attempt) {
+            tracing::error!(%error, pid = action.tgid, "audit write failed; denying");
+            self.kernel.release(action.key, Verdict::Deny);
             return;
         }
-        tracing::info!(request = %id, pid = exec.tgid, binary = %exec.path, argv = ?exec.argv, "exec held");
+        tracing::info!(request = %id, pid = action.tgid, action = %built.summary, "action held");
 
         let submit = SubmitRequest {
             id: id.clone(),
             host: self.host.clone(),
-            requester: requester.clone(),
-            action: Some(ActionContext {
-                class: ActionClass::Exec as i32,
-                actor: actor.as_ref().map(to_proto),
-                parents: parents.iter().map(to_proto).collect(),
-                cgroup,
-                binary: exec.path.clone(),
-                argv: exec.argv.clone(),
-                rule_id: rule,
-                rule_reason: "exec of a watched export tool".into(),
-                severity: "high".into(),
-                impact: format!("runs {}", exec.argv.join(" ")),
-                ..Default::default()
-            }),
+            requester: built.requester,
+            action: Some(built.action),
             requirements: Some(Requirements {
                 ttl_seconds: self.ttl.as_secs().max(1) as u32,
                 ..Default::default()
@@ -193,11 +159,20 @@ impl Coordinator {
             }
         }));
         tasks.push(spawn_timer(self.tx.clone(), id.clone(), self.ttl));
-        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), exec.tgid));
+        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), action.tgid));
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
-        self.held.insert(id, Held { key: exec.key, exec, started: Instant::now(), tasks });
+        self.held.insert(id, Held { key: action.key, action, started: Instant::now(), tasks });
+    }
+
+    /// Records a self-protection denial (the kernel already refused it).
+    fn on_denied(&mut self, denied: &DeniedAction) {
+        let fields = context::denied(denied);
+        tracing::warn!(pid = denied.tgid, hook = ?denied.hook, what = %fields["what"], "self-protection denied an action");
+        if let Err(error) = self.audit.append("protect", &self.agent_id, fields) {
+            tracing::error!(%error, "audit write failed for a self-protection denial");
+        }
     }
 
     fn on_decision(&mut self, event: DecisionEvent) {
@@ -221,8 +196,8 @@ impl Coordinator {
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        let _ = self.audit.append("outcome", id, json!({"result": "process-died", "pid": held.exec.tgid}));
-        tracing::info!(request = %id, pid = held.exec.tgid, "held process died; cancelling");
+        let _ = self.audit.append("outcome", id, json!({"result": "process-died", "pid": held.action.tgid}));
+        tracing::info!(request = %id, pid = held.action.tgid, "held process died; cancelling");
         let hub = self.hub.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -250,7 +225,7 @@ impl Coordinator {
             return;
         }
         self.kernel.release(held.key, verdict);
-        tracing::info!(request = %id, pid = held.exec.tgid, ?verdict, waited_ms, "released");
+        tracing::info!(request = %id, pid = held.action.tgid, ?verdict, waited_ms, "released");
         if kind == "expired" {
             let hub = self.hub.clone();
             let id = id.to_owned();
@@ -278,17 +253,6 @@ impl Coordinator {
             self.finish(&id, Verdict::Deny, "shutdown", json!({"cause": why}));
             let _ = tokio::time::timeout(Duration::from_secs(2), self.hub.cancel(&id, why)).await;
         }
-    }
-}
-
-fn to_proto(p: &ProcessInfo) -> Process {
-    Process {
-        pid: p.pid,
-        uid: p.uid,
-        user: p.user.clone(),
-        binary: p.binary.clone(),
-        argv: p.argv.clone(),
-        comm: p.comm.clone(),
     }
 }
 

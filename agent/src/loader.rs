@@ -3,14 +3,25 @@
 //! If any step fails, the partially loaded object is dropped, which detaches whatever was
 //! attached: the host is never left half-gated.
 
-use agent_common::{names, InodeKey, KernelOffsets};
+use agent_common::{names, AllowKey, InodeKey, KernelOffsets};
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, RingBuf},
     programs::{Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 
-use crate::{resolve::ResolvedBinary, scope::ScopeCgroup};
+use crate::{files::ResolvedFile, resolve::ResolvedBinary, scope::ScopeCgroup};
+
+/// Every LSM gate: (program, hook), attached in this order after scope tracking.
+const LSM_GATES: &[(&str, &str)] = &[
+    (names::PROG_EXEC_CHECK, names::LSM_HOOK_EXEC),
+    (names::PROG_CONNECT_CHECK, names::LSM_HOOK_CONNECT),
+    (names::PROG_SENDMSG_CHECK, names::LSM_HOOK_SENDMSG),
+    (names::PROG_OPEN_CHECK, names::LSM_HOOK_OPEN),
+    (names::PROG_KILL_CHECK, names::LSM_HOOK_KILL),
+    (names::PROG_PTRACE_CHECK, names::LSM_HOOK_PTRACE),
+    (names::PROG_BPF_CHECK, names::LSM_HOOK_BPF),
+];
 
 /// The embedded object; empty when the build had no BPF toolchain (see build.rs).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -50,13 +61,26 @@ pub struct Gates {
     pub verdicts: HashMap<MapData, agent_common::HoldKey, u32>,
     pub pending: HashMap<MapData, agent_common::HoldKey, u64>,
     pub events: RingBuf<MapData>,
+    /// Credential files, kept up to date as files appear or are replaced.
+    pub cred_files: HashMap<MapData, InodeKey, u32>,
+    /// Scope cgroups, extended as sub-cgroups appear.
+    pub scope_cgroups: HashMap<MapData, u64, u32>,
 }
 
 /// What the gates enforce.
 pub struct GateSpec<'a> {
     pub offsets: KernelOffsets,
     pub scope: &'a [ScopeCgroup],
+    /// Processes already in scope when the agent starts (see `scope::existing_tasks`).
+    pub scope_tasks: &'a [u32],
     pub watched: &'a [ResolvedBinary],
+    /// Allowed egress prefixes.
+    pub allow: &'a [AllowKey],
+    pub credentials: &'a [ResolvedFile],
+    /// The agent's own files: no writes from scope.
+    pub protected_files: &'a [InodeKey],
+    /// The daemon's tgid(s): no signals or ptrace from scope.
+    pub protected_tasks: &'a [u32],
 }
 
 /// Loads, fills and attaches everything in [`GateSpec`].
@@ -83,13 +107,17 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
         &[("syscalls", "sys_exit_execve"), ("syscalls", "sys_exit_execveat")],
     )?;
     let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
-    let lsm: &mut Lsm = program(&mut ebpf, names::PROG_EXEC_CHECK)?;
-    let program_err = |source| LoadError::Program { program: names::PROG_EXEC_CHECK, source };
-    lsm.load(names::LSM_HOOK_EXEC, &btf).map_err(program_err)?;
-    lsm.attach().map_err(program_err)?;
-    tracing::info!(hook = names::LSM_HOOK_EXEC, "exec gate attached");
+    for &(name, hook) in LSM_GATES {
+        let lsm: &mut Lsm = program(&mut ebpf, name)?;
+        let program_err = |source| LoadError::Program { program: name, source };
+        lsm.load(hook, &btf).map_err(program_err)?;
+        lsm.attach().map_err(program_err)?;
+        tracing::info!(hook, "gate attached");
+    }
 
     Ok(Gates {
+        cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
+        scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
         pending: take_map(&mut ebpf, names::MAP_PENDING)?,
         events: take_map(&mut ebpf, names::MAP_EVENTS)?,
@@ -104,11 +132,34 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
             .insert(cg.id, 1, 0)
             .map_err(|source| LoadError::Map { map: names::MAP_SCOPE_CGROUPS, source })?;
     }
+    let mut tasks: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_SCOPE_TASKS)?;
+    for tgid in spec.scope_tasks {
+        tasks.insert(*tgid, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_SCOPE_TASKS, source })?;
+    }
     let mut watched: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_WATCHED_EXEC)?;
     for (index, binary) in spec.watched.iter().enumerate() {
         watched
             .insert(binary.key, index as u32, 0)
             .map_err(|source| LoadError::Map { map: names::MAP_WATCHED_EXEC, source })?;
+    }
+    let mut creds: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_CRED_FILES)?;
+    for (index, file) in spec.credentials.iter().enumerate() {
+        creds.insert(file.key, index as u32, 0).map_err(|source| LoadError::Map { map: names::MAP_CRED_FILES, source })?;
+    }
+    let mut protected: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_PROTECTED_FILES)?;
+    for key in spec.protected_files {
+        protected.insert(*key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_FILES, source })?;
+    }
+    let mut daemon: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_PROTECTED_TASKS)?;
+    for tgid in spec.protected_tasks {
+        daemon.insert(*tgid, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_TASKS, source })?;
+    }
+    let map = ebpf.map_mut(names::MAP_EGRESS_ALLOW).ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
+    let mut allow: LpmTrie<_, [u8; 16], u32> =
+        LpmTrie::try_from(map).map_err(|source| LoadError::Map { map: names::MAP_EGRESS_ALLOW, source })?;
+    for key in spec.allow {
+        let trie_key = aya::maps::lpm_trie::Key::new(key.prefix_len, key.addr);
+        allow.insert(&trie_key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_EGRESS_ALLOW, source })?;
     }
     Ok(())
 }

@@ -42,10 +42,15 @@ impl Agent {
 
     /// Starts `airlock run` and waits for READY=1 (panics with the agent's log otherwise).
     pub fn start(spec: &AgentSpec<'_>) -> Self {
+        Self::start_with(spec, "")
+    }
+
+    /// As [`Agent::start`], with `extra` TOML (more sections) appended to the config.
+    pub fn start_with(spec: &AgentSpec<'_>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let audit = dir.path().join("audit.jsonl");
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, Self::config_text(spec, &audit)).expect("write config");
+        std::fs::write(&config, format!("{}{extra}", Self::config_text(spec, &audit))).expect("write config");
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).expect("notify socket");
         socket.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
@@ -87,6 +92,10 @@ impl Agent {
             .lines()
             .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
             .collect()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
     }
 
     pub fn pid(&self) -> u32 {

@@ -6,6 +6,7 @@
 //! has BPF LSM). Helpers panic with a sentence on failure, as aya's integration tests do.
 
 pub mod cgroup;
+pub mod gates;
 pub mod hub;
 pub mod agent;
 pub mod process;
