@@ -162,3 +162,32 @@ impl Verdict {
         }
     }
 }
+
+/// Bytes kept of a resolved host name.
+pub const HOSTNAME_LEN: usize = 128;
+
+/// Key of the resolver cache: which process resolved a name to which address (v4-mapped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub tgid: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 20);
+
+/// A host name as the process asked its resolver (NUL-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostName {
+    pub name: [u8; HOSTNAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<HostName>() == HOSTNAME_LEN);
+
+/// A `getaddrinfo` call in flight: the name asked for and where the answer goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsCall {
+    /// User pointer `struct addrinfo **res`.
+    pub res: u64,
+    pub name: HostName,
+}

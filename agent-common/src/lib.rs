@@ -17,5 +17,5 @@ pub use event::{
     DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldMode, NetEvent, ARGV_BUF_LEN,
     ARGV_MAX_ARGS, PATH_LEN,
 };
-pub use hold::{AllowKey, HoldKey, Hook, InodeKey, NetKey, Verdict};
+pub use hold::{AllowKey, DnsCall, DnsKey, HoldKey, Hook, HostName, InodeKey, NetKey, Verdict, HOSTNAME_LEN};
 pub use offsets::KernelOffsets;

@@ -23,6 +23,10 @@ pub const MAP_PROTECTED_FILES: &str = "PROTECTED_FILES";
 /// Thread-group ids of the daemon: signals and ptrace from scope are denied.
 /// `HashMap<u32, u32>`.
 pub const MAP_PROTECTED_TASKS: &str = "PROTECTED_TASKS";
+/// Names the watched processes resolved: `LruHashMap<DnsKey, HostName>`.
+pub const MAP_DNS_NAMES: &str = "DNS_NAMES";
+/// `getaddrinfo` calls in flight, by thread: `HashMap<u64, DnsCall>`.
+pub const MAP_DNS_CALLS: &str = "DNS_CALLS";
 /// Events for user space. `RingBuf`.
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Counters of fast-path outcomes and failures. `PerCpuArray<u64>` indexed by [`Counter`].
@@ -49,6 +53,10 @@ pub const LSM_HOOK_PTRACE: &str = "ptrace_access_check";
 /// LSM program on `bpf`: the `bpf()` syscall from scope.
 pub const PROG_BPF_CHECK: &str = "bpf_check";
 pub const LSM_HOOK_BPF: &str = "bpf";
+/// uprobe / uretprobe on libc `getaddrinfo`: host names for held destinations.
+pub const PROG_DNS_ENTER: &str = "dns_enter";
+pub const PROG_DNS_EXIT: &str = "dns_exit";
+pub const SYM_GETADDRINFO: &str = "getaddrinfo";
 /// Tracepoint `sched/sched_process_fork`: scope inheritance.
 pub const PROG_FORK: &str = "scope_fork";
 /// Tracepoint `sched/sched_process_exit`: scope and hold cleanup.

@@ -1,6 +1,6 @@
 //! `aya::Pod` impls so the daemon can use these types as map keys and values.
 
-use crate::{AllowKey, HoldKey, InodeKey, KernelOffsets, NetKey};
+use crate::{AllowKey, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey};
 
 // SAFETY: all three are `#[repr(C)]`, made only of integers, with explicit padding fields,
 // so every bit pattern is valid and there are no uninitialised bytes.
@@ -13,3 +13,7 @@ unsafe impl aya::Pod for KernelOffsets {}
 unsafe impl aya::Pod for NetKey {}
 // SAFETY: as above (packed, no padding at all).
 unsafe impl aya::Pod for AllowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DnsKey {}
+// SAFETY: as above (a byte array).
+unsafe impl aya::Pod for HostName {}

@@ -30,13 +30,24 @@ pub enum Answer {
 /// Consumes the verdict for `key`, if user space left one.
 #[inline(always)]
 pub fn check_verdict(key: &HoldKey) -> Answer {
+    check_verdict_keep(key, false)
+}
+
+/// As [`check_verdict`]; with `keep_allow` an allow stays in place, so it covers the same
+/// action by the same process again (io_uring re-issues a connect that returned
+/// EINPROGRESS from a worker, which runs the hook a second time).
+#[inline(always)]
+pub fn check_verdict_keep(key: &HoldKey, keep_allow: bool) -> Answer {
     // SAFETY: the value is a plain u32 copied out before the entry is removed.
     let Some(raw) = (unsafe { VERDICTS.get(key) }).copied() else {
         return Answer::None;
     };
-    let _ = VERDICTS.remove(key);
+    let verdict = Verdict::from_raw(raw);
+    if !(keep_allow && verdict == Some(Verdict::Allow)) {
+        let _ = VERDICTS.remove(key);
+    }
     count(Counter::VerdictConsumed);
-    match Verdict::from_raw(raw) {
+    match verdict {
         Some(Verdict::Allow) => Answer::Allow,
         // Unknown values deny: fail closed.
         Some(Verdict::Deny) | None => Answer::Deny,
@@ -95,7 +106,7 @@ pub fn deny_until_approved<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -
 /// and fills the event, then calls [`hold`] or [`deny_until_approved`]).
 #[inline(always)]
 pub fn gate(key: &HoldKey, restartable: bool, announce: impl FnOnce() -> i32) -> i32 {
-    match check_verdict(key) {
+    match check_verdict_keep(key, !restartable) {
         Answer::Allow => return 0,
         Answer::Deny => return -EPERM,
         Answer::None => {}

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod exec;
 mod files;
 mod hold;
@@ -17,8 +18,8 @@ mod scope;
 mod task;
 
 use aya_ebpf::{
-    macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    macros::{lsm, tracepoint, uprobe, uretprobe},
+    programs::{LsmContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 
 /// match-proto: int security_bprm_check(struct linux_binprm *bprm)
@@ -61,6 +62,20 @@ pub fn ptrace_check(ctx: LsmContext) -> i32 {
 #[lsm(hook = "bpf")]
 pub fn bpf_check(ctx: LsmContext) -> i32 {
     protect::check_bpf(&ctx)
+}
+
+/// match-proto: int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+#[uprobe]
+pub fn dns_enter(ctx: ProbeContext) -> u32 {
+    dns::on_enter(&ctx);
+    0
+}
+
+/// match-proto: getaddrinfo's return value
+#[uretprobe]
+pub fn dns_exit(ctx: RetProbeContext) -> u32 {
+    dns::on_exit(&ctx);
+    0
 }
 
 /// match-proto: TRACE_EVENT(sched_process_fork, parent, child)

@@ -1,10 +1,10 @@
 //! Every map and global the programs share with user space. Names come from
 //! `agent_common::names` (the `#[map]` name is the static's identifier).
 
-use agent_common::{HoldKey, InodeKey, KernelOffsets};
+use agent_common::{DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 #[map]
@@ -36,6 +36,12 @@ pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::with_max_entries(1
 
 #[map]
 pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+#[map]
+pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::with_max_entries(8192, 0);
+
+#[map]
+pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

@@ -3,6 +3,7 @@
 //! The coordinator (`holds.rs`) stays class-agnostic: it asks this module for the attempt
 //! record and the request context, and only deals with the life of the hold.
 
+use agent_common::{DnsKey, HostName};
 use airlock_proto::v1::{ActionClass, ActionContext, Destination as ProtoDestination, Process};
 use serde_json::json;
 
@@ -13,11 +14,27 @@ use crate::{
     resolve::ResolvedBinary,
 };
 
-/// What the rules name, so a request can say which one matched.
-#[derive(Debug, Clone, Default)]
+/// What the rules name, so a request can say which one matched, and where host names
+/// come from.
+#[derive(Default)]
 pub struct Rules {
     pub watched: Vec<ResolvedBinary>,
     pub credentials: Vec<ResolvedFile>,
+    /// The resolver cache the getaddrinfo probes fill.
+    pub dns_names: Option<aya::maps::HashMap<aya::maps::MapData, DnsKey, HostName>>,
+}
+
+impl Rules {
+    /// The name `tgid` resolved to `addr`, if the resolver probes saw it.
+    pub fn hostname(&self, tgid: u32, addr: std::net::IpAddr) -> Option<String> {
+        let v6 = match addr {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        let name = self.dns_names.as_ref()?.get(&DnsKey { tgid, addr: v6.octets() }, 0).ok()?;
+        let end = name.name.iter().position(|b| *b == 0).unwrap_or(name.name.len());
+        Some(String::from_utf8_lossy(&name.name[..end]).into_owned())
+    }
 }
 
 /// Everything built for one held action.
@@ -82,17 +99,23 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
                 (ActionClass::Send, "sends a datagram to", "egress.unlisted-send")
             };
             action.class = class as i32;
-            action.destination = Some(to_proto_dest(dest));
+            let hostname = rules.hostname(held.tgid, dest.addr);
+            let mut proto_dest = to_proto_dest(dest);
+            proto_dest.hostname = hostname.clone().unwrap_or_default();
+            action.destination = Some(proto_dest);
             action.rule_id = rule.into();
             action.rule_reason = "destination is not on the egress allow list".into();
             action.severity = "medium".into();
             action.impact = format!("{verb} {}", dest_text(dest));
             action.binary = actor.as_ref().map(|a| a.binary.clone()).unwrap_or_default();
             action.argv = actor.as_ref().map(|a| a.argv.clone()).unwrap_or_default();
+            if let Some(name) = &hostname {
+                action.impact = format!("{verb} {name} ({})", dest_text(dest));
+            }
             summary = format!("{} {}", if connect { "connect" } else { "send" }, dest_text(dest));
             json!({
                 "class": if connect { "connect" } else { "send" },
-                "destination": {"address": dest.addr.to_string(), "port": dest.port, "protocol": dest.protocol},
+                "destination": {"address": dest.addr.to_string(), "port": dest.port, "protocol": dest.protocol, "hostname": hostname},
                 "syscall": syscall,
                 "rule": rule,
             })

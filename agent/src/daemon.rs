@@ -123,7 +123,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         config.agent_id.clone(),
         host,
         config.decision_ttl,
-        Rules { watched: watched.clone(), credentials: credentials.clone() },
+        Rules { watched: watched.clone(), credentials: credentials.clone(), dns_names: gates.dns_names.take() },
         hub.clone(),
         audit.clone(),
         KernelAnswers { verdicts: gates.verdicts, pending: gates.pending },

@@ -6,7 +6,7 @@
 use agent_common::{names, AllowKey, InodeKey, KernelOffsets};
 use aya::{
     maps::{HashMap, LpmTrie, MapData, RingBuf},
-    programs::{Lsm, TracePoint},
+    programs::{Lsm, TracePoint, UProbe},
     Btf, Ebpf, EbpfLoader,
 };
 
@@ -65,6 +65,8 @@ pub struct Gates {
     pub cred_files: HashMap<MapData, InodeKey, u32>,
     /// Scope cgroups, extended as sub-cgroups appear.
     pub scope_cgroups: HashMap<MapData, u64, u32>,
+    /// Host names watched processes resolved (None when no libc was found to probe).
+    pub dns_names: Option<HashMap<MapData, agent_common::DnsKey, agent_common::HostName>>,
 }
 
 /// What the gates enforce.
@@ -115,7 +117,20 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
         tracing::info!(hook, "gate attached");
     }
 
+    let dns_names = match attach_resolver_probes(&mut ebpf) {
+        Ok(libc) => {
+            tracing::info!(libc = %libc.display(), "resolver probes attached");
+            Some(take_map(&mut ebpf, names::MAP_DNS_NAMES)?)
+        }
+        // Host names are context, not enforcement: run without them, loudly.
+        Err(error) => {
+            tracing::warn!(%error, "no getaddrinfo probes; held destinations will carry addresses only");
+            None
+        }
+    };
+
     Ok(Gates {
+        dns_names,
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
@@ -162,6 +177,28 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
         allow.insert(&trie_key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_EGRESS_ALLOW, source })?;
     }
     Ok(())
+}
+
+/// The C library processes on this host load (the daemon's own, from /proc/self/maps).
+fn libc_path() -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_ascii_whitespace().nth(5))
+        .find(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-")))
+        .map(std::path::PathBuf::from)
+}
+
+fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadError> {
+    let libc = libc_path().ok_or(LoadError::NoProgram("libc for getaddrinfo"))?;
+    for name in [names::PROG_DNS_ENTER, names::PROG_DNS_EXIT] {
+        let program_err = |source| LoadError::Program { program: name, source };
+        let probe: &mut UProbe = program(ebpf, name)?;
+        probe.load().map_err(program_err)?;
+        probe
+            .attach(names::SYM_GETADDRINFO, &libc, aya::programs::uprobe::UProbeScope::AllProcesses)
+            .map_err(program_err)?;
+    }
+    Ok(libc)
 }
 
 fn attach_tracepoint(

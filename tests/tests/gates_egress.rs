@@ -103,3 +103,23 @@ fn io_uring_connect_is_refused_until_approved() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("EPERM, retrying"), "the first attempt was refused");
     assert_eq!(s.count(ActionClass::Connect), 1, "retries while pending do not ask again");
 }
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn the_request_names_the_host_the_process_resolved() {
+    let s = GateSetup::start("egress-name", |_, _| {});
+    let server = EchoServer::start();
+    // The guest's /etc/hosts is a writable overlay; libc's getaddrinfo reads it.
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if !hosts.contains("reports.example.test") {
+        std::fs::write("/etc/hosts", format!("{hosts}\n{HELD_V4} reports.example.test\n")).expect("write /etc/hosts");
+    }
+    let child = s.spawn(probe(), &["connect-name", "reports.example.test", &server.port.to_string()]);
+    let request = s.request_for(ActionClass::Connect, child.id());
+    let action = request.action.clone().expect("action");
+    let dest = action.destination.expect("destination");
+    assert_eq!((dest.hostname.as_str(), dest.address.as_str()), ("reports.example.test", HELD_V4));
+    assert!(action.impact.contains("reports.example.test"), "{}", action.impact);
+    s.approve(&request);
+    assert_eq!(stdout(&finish(child)), "connected\npong ping\n");
+}

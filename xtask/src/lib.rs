@@ -3,6 +3,7 @@
 //! A library as well as a binary so the test and demo runners can call [`vm::run_in_guest`]
 //! and use the same [`paths`].
 
+pub mod bench;
 pub mod paths;
 pub mod setup;
 pub mod util;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{setup, vm};
+use xtask::{bench, setup, vm};
 
 /// airlock development tasks.
 #[derive(Debug, Parser)]
@@ -18,6 +18,8 @@ enum Command {
     /// Install what builds and tests need: rust-src, bpf-linker, apt packages, test kernels,
     /// Python tools. Safe to re-run.
     Setup(setup::Options),
+    /// Benchmarks that need the gates loaded (run in the test VM): `bench gates`.
+    Bench(bench::Options),
     /// Boot Debian kernels under QEMU and run commands inside them.
     #[command(subcommand)]
     Vm(vm::cli::Command),
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(opts) => setup::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Vm(cmd) => vm::cli::run(cmd),
+        Command::Bench(opts) => bench::run(&opts).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 //!
 //! Usage: gate_probe <command> [args...]
 //!   connect ADDR PORT        TCP connect, send "ping\n", print the reply
+//!   connect-name HOST PORT   as connect, resolving HOST through libc getaddrinfo
 //!   udp-send ADDR PORT MSG   one datagram from an unconnected socket
 //!   cat PATH                 read a file with open(2)
 //!   openat2 PATH             read a file opened with openat2(2)
@@ -15,6 +16,8 @@
 //!   move-cgroup DIR CMD...   move itself to cgroup DIR, then run CMD
 //!   fork-child CMD...        run CMD as a child and wait for it (the parent stays put)
 //!   wait-file PATH CMD...    wait until PATH exists, then run CMD
+//!   loop open|connect|exec N [ARG]  N iterations of open+close of ARG, connect to
+//!                            127.0.0.1:ARG, or fork+exec of /bin/true; prints nanoseconds
 //!
 //! io_uring actions cannot be restarted, so the gate fails them with EPERM until a human
 //! approves; `uring-*` retry on EPERM once a second (up to 120 times), like a caller that
@@ -55,6 +58,16 @@ fn run(args: &[String]) -> std::io::Result<()> {
     match a(0) {
         "connect" => {
             let mut s = TcpStream::connect(addr(a(1), a(2))?)?;
+            println!("connected");
+            s.write_all(b"ping\n")?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply)?;
+            print!("{reply}");
+            Ok(())
+        }
+        "connect-name" => {
+            let port: u16 = a(2).parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let mut s = TcpStream::connect((a(1), port))?;
             println!("connected");
             s.write_all(b"ping\n")?;
             let mut reply = String::new();
@@ -167,6 +180,7 @@ fn run(args: &[String]) -> std::io::Result<()> {
             Ok(())
         }
         "daemonize" => daemonize(a(1), &args[2..]),
+        "loop" => bench_loop(a(1), a(2).parse().unwrap_or(1000), a(3)),
         "fork-child" => {
             let status = std::process::Command::new(std::env::current_exe()?).args(&args[1..]).status()?;
             println!("child exit {}", status.code().unwrap_or(-1));
@@ -192,6 +206,38 @@ fn print_fd(fd: i32) -> std::io::Result<()> {
     let mut text = String::new();
     f.read_to_string(&mut text)?;
     print!("{text}");
+    Ok(())
+}
+
+fn bench_loop(kind: &str, n: u32, arg: &str) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    match kind {
+        "open" => {
+            let path = CString::new(arg).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            for _ in 0..n {
+                // SAFETY: valid path; the fd is closed right away.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+                if fd < 0 {
+                    return Err(last());
+                }
+                // SAFETY: our fd.
+                unsafe { libc::close(fd) };
+            }
+        }
+        "connect" => {
+            let to = addr("127.0.0.1", arg)?;
+            for _ in 0..n {
+                drop(TcpStream::connect(to)?);
+            }
+        }
+        "exec" => {
+            for _ in 0..n {
+                std::process::Command::new("/bin/true").status()?;
+            }
+        }
+        _ => return Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+    println!("{}", start.elapsed().as_nanos());
     Ok(())
 }
 
