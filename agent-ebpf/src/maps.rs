@@ -8,47 +8,47 @@ use aya_ebpf::{
 };
 
 #[map]
-pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::pinned(1024, 0);
 
 #[map]
-pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::pinned(65536, 0);
 
 #[map]
-pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static VERDICTS: HashMap<HoldKey, u32> = HashMap::with_max_entries(4096, 0);
+pub static VERDICTS: HashMap<HoldKey, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static PENDING: HashMap<HoldKey, u64> = HashMap::with_max_entries(4096, 0);
+pub static PENDING: HashMap<HoldKey, u64> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static EGRESS_ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(4096, 0);
+pub static EGRESS_ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(4096, 0);
 
 #[map]
-pub static CRED_FILES: HashMap<InodeKey, u32> = HashMap::with_max_entries(16384, 0);
+pub static CRED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(16384, 0);
 
 #[map]
-pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(1024, 0);
 
 #[map]
-pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::pinned(64, 0);
 
 #[map]
-pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::with_max_entries(8192, 0);
+pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::pinned(8192, 0);
 
 #[map]
-pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::with_max_entries(1024, 0);
+pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(agent_common::names::COUNTER_SLOTS, 0);
+    PerCpuArray::pinned(agent_common::names::COUNTER_SLOTS, 0);
 
 /// Filled in by the loader from BTF (see `agent_common::offsets`); `.rodata`, frozen.
 #[unsafe(no_mangle)]

@@ -41,7 +41,21 @@ struct RawConfig {
     egress: RawEgress,
     #[serde(default)]
     files: RawFiles,
+    #[serde(default)]
+    pinning: RawPinning,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinning {
+    /// bpffs directory where the gates' maps and links are pinned; default
+    /// [`DEFAULT_PIN_DIR`].
+    #[serde(default)]
+    dir: Option<PathBuf>,
+}
+
+/// Where the gates are pinned unless `[pinning] dir` says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +149,8 @@ pub struct AgentConfig {
     /// Files watched processes may not write: `[files] protect`, the config file and the
     /// audit log.
     pub protect: Vec<PathBuf>,
+    /// `[pinning] dir`.
+    pub pin_dir: PathBuf,
 }
 
 /// The PATH used to resolve watched binary names when the config names none.
@@ -217,7 +233,12 @@ impl AgentConfig {
         }
         let mut protect = raw.files.protect;
         protect.push(raw.agent.audit_log.clone());
+        let pin_dir = raw.pinning.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+        if !pin_dir.is_absolute() {
+            return Err(invalid(format!("pinning.dir `{}` must be absolute", pin_dir.display())));
+        }
         Ok(Self {
+            pin_dir,
             egress_allow,
             credentials,
             protect,

@@ -64,7 +64,6 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         .collect::<Result<Vec<_>, _>>()?;
     scope.extend(scope::descendant_cgroups(&scope));
     let credentials = files::resolve_credentials(&config.credentials, &files::homes())?;
-    let protected = files::resolve_existing(&config.protect);
     let allow = egress::allow_list(&config.egress_allow, &config.hub_url);
     for net in &allow {
         tracing::debug!(%net, "egress allowed");
@@ -81,6 +80,8 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         tracing::debug!(path = %cgroup.path.display(), id = cgroup.id, "scope");
     }
     let audit = AuditLog::open(&config.audit_log)?;
+    // After the audit log exists, so its inode is among the protected ones.
+    let protected = files::resolve_existing(&config.protect);
     let hub = HubClient::new(&config.hub_url, &config.agent_id)?;
 
     let allow_keys: Vec<_> = allow.iter().map(egress::key).collect();
@@ -97,6 +98,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         credentials: &credentials,
         protected_files: &protected_keys,
         protected_tasks: &[std::process::id()],
+        pin_dir: &config.pin_dir,
     })?;
     tracing::debug!(tasks = scope_tasks.len(), "existing processes in scope");
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -155,6 +157,9 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     // gates are attached.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    if gates.adopted {
+        readopt(&mut coordinator);
+    }
     let mut creds = CredentialSet::new(config.credentials.clone(), &credentials);
     let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
     let roots: Vec<_> = scope.iter().take(config.scope_cgroups.len()).cloned().collect();
@@ -179,12 +184,28 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     tracing::info!(signal = why, "shutting down; denying held actions");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     coordinator.deny_all("the agent is shutting down").await;
+    // A deliberate stop takes the gates down with the daemon; a crash leaves them pinned.
+    loader::unpin(&gates.pin_dir);
     let _ = audit.append("lifecycle", "agent", serde_json::json!({"event": "stop", "signal": why}));
     Ok(())
 }
 
+/// Takes over what a previous daemon left held: each pending action is forgotten and its
+/// task woken, so the restarted syscall announces it again with full context and a fresh
+/// request (the old request at the hub expires by its TTL). io_uring actions are
+/// announced again on the caller's next retry.
+fn readopt(coordinator: &mut Coordinator) {
+    let keys: Vec<agent_common::HoldKey> = coordinator.kernel.pending.keys().flatten().collect();
+    tracing::info!(held = keys.len(), "adopting pinned gates from a previous daemon");
+    for key in keys {
+        let _ = coordinator.kernel.pending.remove(&key);
+        let pid = nix::unistd::Pid::from_raw(key.tgid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
 /// How often credential globs and scope sub-cgroups are re-resolved.
-const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn refresh_credentials(
     creds: &mut CredentialSet,

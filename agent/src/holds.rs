@@ -129,6 +129,11 @@ impl Coordinator {
     }
 
     fn on_held(&mut self, action: HeldAction) {
+        // Already asked (a restarted daemon may see an action both from the pinned ring
+        // buffer and from waking the task): one request per held action.
+        if self.held.values().any(|h| h.key == action.key) {
+            return;
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let built = context::build(&action, &self.rules, &self.agent_id);
         // Durable before anyone is asked: if it cannot be recorded it does not happen.

@@ -6,7 +6,7 @@
 use agent_common::{names, AllowKey, InodeKey, KernelOffsets};
 use aya::{
     maps::{HashMap, LpmTrie, MapData, RingBuf},
-    programs::{Lsm, TracePoint, UProbe},
+    programs::{links::FdLink, Lsm, TracePoint, UProbe},
     Btf, Ebpf, EbpfLoader,
 };
 
@@ -46,6 +46,8 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot pin the gates under {path}: {reason}")]
+    Pin { path: String, reason: String },
     #[error("filling BPF map `{map}` failed: {source}")]
     Map {
         map: &'static str,
@@ -65,6 +67,10 @@ pub struct Gates {
     pub cred_files: HashMap<MapData, InodeKey, u32>,
     /// Scope cgroups, extended as sub-cgroups appear.
     pub scope_cgroups: HashMap<MapData, u64, u32>,
+    /// True when a previous daemon's pinned gates were found and taken over.
+    pub adopted: bool,
+    /// Where the gates are pinned.
+    pub pin_dir: std::path::PathBuf,
     /// Host names watched processes resolved (None when no libc was found to probe).
     pub dns_names: Option<HashMap<MapData, agent_common::DnsKey, agent_common::HostName>>,
 }
@@ -83,6 +89,8 @@ pub struct GateSpec<'a> {
     pub protected_files: &'a [InodeKey],
     /// The daemon's tgid(s): no signals or ptrace from scope.
     pub protected_tasks: &'a [u32],
+    /// bpffs directory for maps and links, so enforcement outlives the daemon.
+    pub pin_dir: &'a std::path::Path,
 }
 
 /// Loads, fills and attaches everything in [`GateSpec`].
@@ -93,28 +101,62 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotBuiltIn);
     }
+    let links_dir = spec.pin_dir.join("links");
+    let adopted = std::fs::read_dir(&links_dir).is_ok_and(|mut d| d.next().is_some());
+    let result = load_pinned(spec, adopted);
+    if result.is_err() && !adopted {
+        // A refused fresh start leaves nothing behind (no maps, no links).
+        let _ = std::fs::remove_dir_all(spec.pin_dir);
+    }
+    result
+}
+
+/// Removes the pins, so dropping the loaded object detaches everything (graceful stop).
+pub fn unpin(pin_dir: &std::path::Path) {
+    if let Err(error) = std::fs::remove_dir_all(pin_dir) {
+        tracing::warn!(%error, dir = %pin_dir.display(), "cannot remove pinned gates");
+    }
+}
+
+fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
+    let pin_err = |path: &std::path::Path, reason: String| LoadError::Pin { path: path.display().to_string(), reason };
+    let maps_dir = spec.pin_dir.join("maps");
+    let links_dir = spec.pin_dir.join("links");
+    for dir in [&maps_dir, &links_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e.to_string()))?;
+    }
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
+        .default_map_pin_directory(&maps_dir)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
+    // The previous daemon's pid must not stay protected (it could be reused).
+    let mut daemon: HashMap<_, u32, u32> = map_mut(&mut ebpf, names::MAP_PROTECTED_TASKS)?;
+    let stale: Vec<u32> = daemon.keys().flatten().collect();
+    for pid in stale {
+        let _ = daemon.remove(&pid);
+    }
 
     fill(&mut ebpf, spec)?;
 
     // Scope tracking first, so no fork between attaching the gate and tracking is missed.
-    attach_tracepoint(&mut ebpf, names::PROG_FORK, &[("sched", "sched_process_fork")])?;
-    attach_tracepoint(&mut ebpf, names::PROG_EXIT, &[("sched", "sched_process_exit")])?;
+    attach_tracepoint(&mut ebpf, names::PROG_FORK, &[("sched", "sched_process_fork")], &links_dir)?;
+    attach_tracepoint(&mut ebpf, names::PROG_EXIT, &[("sched", "sched_process_exit")], &links_dir)?;
     attach_tracepoint(
         &mut ebpf,
         names::PROG_EXEC_DONE,
         &[("syscalls", "sys_exit_execve"), ("syscalls", "sys_exit_execveat")],
+        &links_dir,
     )?;
     let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
     for &(name, hook) in LSM_GATES {
         let lsm: &mut Lsm = program(&mut ebpf, name)?;
         let program_err = |source| LoadError::Program { program: name, source };
         lsm.load(hook, &btf).map_err(program_err)?;
-        lsm.attach().map_err(program_err)?;
-        tracing::info!(hook, "gate attached");
+        let id = lsm.attach().map_err(program_err)?;
+        let link = FdLink::from(lsm.take_link(id).map_err(program_err)?);
+        pin_link(link, &links_dir, name)?;
+        tracing::info!(hook, adopted, "gate attached and pinned");
     }
 
     let dns_names = match attach_resolver_probes(&mut ebpf) {
@@ -130,6 +172,8 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
     };
 
     Ok(Gates {
+        adopted,
+        pin_dir: spec.pin_dir.to_owned(),
         dns_names,
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
@@ -166,6 +210,7 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
         protected.insert(*key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_FILES, source })?;
     }
     let mut daemon: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_PROTECTED_TASKS)?;
+    // (stale entries of a previous daemon were removed in load_pinned)
     for tgid in spec.protected_tasks {
         daemon.insert(*tgid, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_TASKS, source })?;
     }
@@ -201,16 +246,42 @@ fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadErr
     Ok(libc)
 }
 
+/// Pins `link` as `links_dir/name`, replacing (and so detaching) a previous daemon's link
+/// only after the new one is attached: there is no moment without the gate.
+fn pin_link(link: FdLink, links_dir: &std::path::Path, name: &str) -> Result<(), LoadError> {
+    let final_path = links_dir.join(name);
+    let new_path = links_dir.join(format!("{name}.new"));
+    let _ = std::fs::remove_file(&new_path);
+    let pinned = link.pin(&new_path).map_err(|e| LoadError::Pin {
+        path: new_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    std::fs::rename(&new_path, &final_path).map_err(|e| LoadError::Pin {
+        path: final_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // The pin keeps the link; our fd can go.
+    drop(FdLink::from(pinned));
+    Ok(())
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     points: &[(&str, &str)],
+    links_dir: &std::path::Path,
 ) -> Result<(), LoadError> {
     let program_err = |source| LoadError::Program { program: name, source };
     let tp: &mut TracePoint = program(ebpf, name)?;
     tp.load().map_err(program_err)?;
-    for (category, point) in points {
-        tp.attach(category, point).map_err(program_err)?;
+    for (i, (category, point)) in points.iter().enumerate() {
+        let id = tp.attach(category, point).map_err(program_err)?;
+        let link = tp.take_link(id).map_err(program_err)?;
+        let link = FdLink::try_from(link).map_err(|e| LoadError::Pin {
+            path: links_dir.join(name).display().to_string(),
+            reason: format!("tracepoint link cannot be pinned on this kernel: {e}"),
+        })?;
+        pin_link(link, links_dir, &format!("{name}.{i}"))?;
     }
     Ok(())
 }

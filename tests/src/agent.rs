@@ -102,6 +102,12 @@ impl Agent {
         self.child.id()
     }
 
+    /// Crash (SIGKILL) and wait: nothing of the graceful stop runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Graceful stop (SIGTERM) and wait.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -121,6 +121,15 @@ impl GateSetup {
         Self { hub, agent, cgroup, dir }
     }
 
+    /// Crashes the agent (SIGKILL) and starts a new one with the same scope and rules.
+    pub fn restart_agent_after_crash(&mut self) {
+        self.agent.kill();
+        self.agent = Agent::start_with(
+            &AgentSpec { hub_url: &self.hub.url, cgroup: &self.cgroup.path, watch: vec![PathBuf::from("/usr/bin/scp")], ttl: "120s" },
+            &gate_config(self.dir.path()),
+        );
+    }
+
     /// Spawns `probe args…` inside the scope cgroup.
     pub fn spawn(&self, probe: &Path, args: &[&str]) -> Child {
         process::spawn_in(&self.cgroup.path, Command::new(probe).args(args))
@@ -128,11 +137,16 @@ impl GateSetup {
 
     /// Waits for a request of `class` whose actor is `pid` (or any actor when `pid` is 0).
     pub fn request_for(&self, class: ActionClass, pid: u32) -> ApprovalRequest {
+        self.request_for_except(class, pid, &[])
+    }
+
+    /// As [`GateSetup::request_for`], skipping the requests in `except`.
+    pub fn request_for_except(&self, class: ActionClass, pid: u32, except: &[&str]) -> ApprovalRequest {
         runtime().block_on(async {
             let approver = self.hub.approver("alice").await;
             approver
                 .watch_for(SLOW, |r| {
-                    r.action.as_ref().is_some_and(|a| {
+                    !except.contains(&r.id.as_str()) && r.action.as_ref().is_some_and(|a| {
                         a.class == class as i32 && (pid == 0 || a.actor.as_ref().is_some_and(|p| p.pid == pid))
                     })
                 })

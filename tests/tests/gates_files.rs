@@ -115,8 +115,8 @@ fn files_that_appear_or_are_replaced_later_are_held() {
     let tmp = dir.join("creds/.aws.tmp");
     std::fs::write(&tmp, "ROTATED\n").expect("write");
     std::fs::rename(&tmp, dir.join("creds/aws.key")).expect("rename");
-    // The agent re-resolves once a second.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The agent re-resolves every 2 s.
+    std::thread::sleep(std::time::Duration::from_secs(5));
 
     for (path, content) in [(fresh.clone(), "NEW\n"), (dir.join("creds/aws.key"), "ROTATED\n")] {
         let child = s.spawn(probe(), &["cat", &path.display().to_string()]);

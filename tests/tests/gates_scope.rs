@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 use airlock_proto::v1::ActionClass;
 use airlock_tests::{
     cgroup::TestCgroup,
-    gates::{assert_eperm, eventually, finish, stdout, EchoServer, GateSetup, HELD_V4},
+    gates::{assert_eperm, eventually, finish, stdout, wait_stopped, EchoServer, GateSetup, HELD_V4, HELD_V6},
     process,
 };
 
@@ -120,4 +120,31 @@ fn the_daemon_cannot_be_killed_traced_or_tampered_with_from_scope() {
         assert!(rules.iter().any(|r| r == rule), "{rule} audited: {rules:?}");
     }
     assert!(!std::fs::read_to_string(&audit).expect("audit").contains("tampered"));
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_crashed_daemon_leaves_the_gates_up_and_a_restart_readopts_held_tasks() {
+    let mut s = GateSetup::start("pinned", |_, _| {});
+    let server = EchoServer::start();
+    let port = server.port.to_string();
+    let first = s.spawn(probe(), &["connect", HELD_V4, &port]);
+    let old = s.request_for(ActionClass::Connect, first.id());
+    wait_stopped(first.id());
+    s.agent.kill();
+    // No daemon: the pinned gates still hold a new attempt.
+    let second = s.spawn(probe(), &["connect", HELD_V6, &port]);
+    wait_stopped(second.id());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(process::state(first.id()), Some('T'), "still held");
+    assert_eq!(server.accepted(), 0, "nothing got through while the daemon was down");
+
+    s.restart_agent_after_crash();
+    let again = s.request_for_except(ActionClass::Connect, first.id(), &[&old.id]);
+    let new = s.request_for(ActionClass::Connect, second.id());
+    s.approve(&again);
+    s.deny(&new);
+    assert_eq!(stdout(&finish(first)), "connected\npong ping\n");
+    assert_eperm(&finish(second));
+    assert_eq!(server.accepted(), 1);
 }

@@ -323,6 +323,13 @@ fn daemonize(out: &str, cmd: &[String]) -> std::io::Result<()> {
         0 => {}
         _ => std::process::exit(0),
     }
+    // Let go of the launcher's stdout/stderr, as a daemon does, so whoever waits for the
+    // launcher's output is not kept waiting by the daemon.
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this process.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
     let file = std::fs::File::create(out)?;
     let status = std::process::Command::new(std::env::current_exe()?)
         .args(cmd)
