@@ -51,9 +51,12 @@ pub enum HoldMode {
     DeniedUntilApproved = 1,
 }
 
+/// Bytes of the first payload captured when a TCP connection is held at its first send.
+pub const PAYLOAD_LEN: usize = 512;
+
 /// A held connect or datagram send.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct NetEvent {
     pub header: EventHeader,
     pub dest: NetKey,
@@ -61,8 +64,13 @@ pub struct NetEvent {
     pub mode: u32,
     /// Syscall number the task was in (connect, sendto, io_uring_enter...).
     pub syscall: u32,
+    /// Bytes of `payload` in use (0: held at connect, nothing sent yet).
+    pub payload_len: u32,
+    pub _pad: u32,
+    /// The start of the first payload (HTTP request line and headers, TLS ClientHello).
+    pub payload: [u8; PAYLOAD_LEN],
 }
-const _: () = assert!(core::mem::size_of::<NetEvent>() == 80 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<NetEvent>() == 80 + 24 + 16 + PAYLOAD_LEN);
 
 /// A held credential-file open.
 #[repr(C)]
@@ -135,4 +143,5 @@ pub struct ExecEvent {
     /// NUL-separated arguments.
     pub argv: [u8; ARGV_BUF_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 80 + 16 + 16 + 2 * PATH_LEN + ARGV_BUF_LEN);
+const _: () =
+    assert!(core::mem::size_of::<ExecEvent>() == 80 + 16 + 16 + 2 * PATH_LEN + ARGV_BUF_LEN);

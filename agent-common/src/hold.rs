@@ -83,7 +83,11 @@ impl HoldKey {
 
     /// A hold on a file identity (exec or open).
     pub const fn file(tgid: u32, hook: Hook, file: InodeKey) -> Self {
-        Self { tgid, hook: hook as u32, object: [file.ino, file.dev as u64, 0] }
+        Self {
+            tgid,
+            hook: hook as u32,
+            object: [file.ino, file.dev as u64, 0],
+        }
     }
 
     /// A hold on a network destination (connect or send).

@@ -14,8 +14,10 @@ pub mod offsets;
 mod user;
 
 pub use event::{
-    DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldMode, NetEvent, ARGV_BUF_LEN,
-    ARGV_MAX_ARGS, PATH_LEN,
+    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent,
+    HoldMode, NetEvent, PATH_LEN, PAYLOAD_LEN,
 };
-pub use hold::{AllowKey, DnsCall, DnsKey, HoldKey, Hook, HostName, InodeKey, NetKey, Verdict, HOSTNAME_LEN};
-pub use offsets::KernelOffsets;
+pub use hold::{
+    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, Verdict,
+};
+pub use offsets::{KernelOffsets, Settings};

@@ -64,6 +64,11 @@ pub const PROG_EXIT: &str = "scope_exit";
 /// Tracepoint `sched/sched_process_exec`: ends an approved exec's interpreter window.
 pub const PROG_EXEC_DONE: &str = "exec_done";
 
+/// Global (`.rodata`) holding [`crate::Settings`].
+pub const GLOBAL_SETTINGS: &str = "SETTINGS";
+/// TCP sockets let through at connect and held at their first send: `HashMap<u64, NetKey>`
+/// keyed by the `struct socket` address.
+pub const MAP_DEFERRED: &str = "DEFERRED";
 /// Global (`.rodata`) holding [`crate::KernelOffsets`].
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 

@@ -41,3 +41,15 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+
+/// Behaviour fixed at load time (`.rodata`, frozen like [`KernelOffsets`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Non-zero: a TCP connect outside the allow list is let through and the connection is
+    /// held at its first send instead, so the request can name the host, URL and bucket
+    /// from the payload (HTTP request line + Host, TLS SNI). No payload byte leaves first.
+    pub defer_tcp_to_first_send: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);

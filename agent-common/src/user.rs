@@ -17,3 +17,5 @@ unsafe impl aya::Pod for AllowKey {}
 unsafe impl aya::Pod for DnsKey {}
 // SAFETY: as above (a byte array).
 unsafe impl aya::Pod for HostName {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::Settings {}

@@ -3,7 +3,7 @@
 //! (tgid, address) in `DNS_NAMES`, where the daemon looks it up when a connect is held.
 //! Static binaries (Go) bypass libc; their requests carry the address only.
 
-use agent_common::{DnsCall, DnsKey, HostName, HOSTNAME_LEN};
+use agent_common::{DnsCall, DnsKey, HOSTNAME_LEN, HostName};
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     programs::{ProbeContext, RetProbeContext},
@@ -28,11 +28,18 @@ pub fn on_enter(ctx: &ProbeContext) {
     if !current_in_scope((pid_tgid >> 32) as u32) {
         return;
     }
-    let (Some(node), Some(res)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(3)) else { return };
+    let (Some(node), Some(res)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(3)) else {
+        return;
+    };
     if node == 0 {
         return;
     }
-    let mut call = DnsCall { res, name: HostName { name: [0; HOSTNAME_LEN] } };
+    let mut call = DnsCall {
+        res,
+        name: HostName {
+            name: [0; HOSTNAME_LEN],
+        },
+    };
     // SAFETY: reads from the caller's memory; a bad pointer only fails the read.
     if unsafe { bpf_probe_read_user_str_bytes(node as *const u8, &mut call.name.name) }.is_err() {
         return;
@@ -43,7 +50,9 @@ pub fn on_enter(ctx: &ProbeContext) {
 pub fn on_exit(ctx: &RetProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before the entry is removed.
-    let Some(call) = (unsafe { DNS_CALLS.get(&pid_tgid) }).copied() else { return };
+    let Some(call) = (unsafe { DNS_CALLS.get(&pid_tgid) }).copied() else {
+        return;
+    };
     let _ = DNS_CALLS.remove(&pid_tgid);
     let rc: i32 = ctx.ret();
     if rc != 0 {
@@ -51,14 +60,21 @@ pub fn on_exit(ctx: &RetProbeContext) {
     }
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: user-memory reads of the resolver's answer list; each may fail cleanly.
-    let Ok(mut ai) = (unsafe { bpf_probe_read_user(call.res as *const u64) }) else { return };
+    let Ok(mut ai) = (unsafe { bpf_probe_read_user(call.res as *const u64) }) else {
+        return;
+    };
     for _ in 0..MAX_ANSWERS {
         if ai == 0 {
             break;
         }
-        let family = unsafe { bpf_probe_read_user((ai as usize + AI_FAMILY) as *const i32) }.unwrap_or(0);
-        let addr = unsafe { bpf_probe_read_user((ai as usize + AI_ADDR) as *const u64) }.unwrap_or(0);
-        let mut key = DnsKey { tgid, addr: [0; 16] };
+        let family =
+            unsafe { bpf_probe_read_user((ai as usize + AI_FAMILY) as *const i32) }.unwrap_or(0);
+        let addr =
+            unsafe { bpf_probe_read_user((ai as usize + AI_ADDR) as *const u64) }.unwrap_or(0);
+        let mut key = DnsKey {
+            tgid,
+            addr: [0; 16],
+        };
         let ok = if family == AF_INET && addr != 0 {
             match unsafe { bpf_probe_read_user((addr as usize + 4) as *const [u8; 4]) } {
                 Ok(v4) => {

@@ -5,8 +5,8 @@
 //! syscall returns (`sys_exit_execve*` clears it, success or failure).
 
 use agent_common::{
-    event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
     EventKind, ExecEvent, HoldKey, InodeKey, PATH_LEN,
+    event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
 };
 use aya_ebpf::{
     bindings::path,
@@ -22,9 +22,9 @@ use aya_ebpf::{
 
 use crate::{
     hold::{self, Answer, EPERM},
-    maps::{offsets, EVENTS, EXEC_APPROVED, WATCHED_EXEC},
+    maps::{EVENTS, EXEC_APPROVED, WATCHED_EXEC, offsets},
     scope::current_in_scope,
-    task::{fill_header, NR_EXECVE, NR_EXECVEAT, PT_REGS_ORIG_AX},
+    task::{NR_EXECVE, NR_EXECVEAT, PT_REGS_ORIG_AX, fill_header},
 };
 
 const _: () = assert!(ARGV_READ_LIMIT * 2 == ARGV_BUF_LEN && ARGV_READ_LIMIT.is_power_of_two());

@@ -12,12 +12,12 @@ use aya_ebpf::{
 
 use crate::{
     hold,
-    maps::{offsets, CRED_FILES, EVENTS, PROTECTED_FILES},
+    maps::{CRED_FILES, EVENTS, PROTECTED_FILES, offsets},
     protect,
     scope::current_in_scope,
     task::{
-        self, fill_header, NR_CREAT, NR_EXECVE, NR_EXECVEAT, NR_OPEN, NR_OPENAT,
-        NR_OPENAT2, NR_OPEN_BY_HANDLE_AT,
+        self, NR_CREAT, NR_EXECVE, NR_EXECVEAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT,
+        NR_OPENAT2, fill_header,
     },
 };
 
@@ -61,7 +61,13 @@ pub fn check(ctx: &LsmContext) -> i32 {
     let restartable = !task::is_io_worker()
         && matches!(
             nr,
-            NR_OPEN | NR_OPENAT | NR_OPENAT2 | NR_CREAT | NR_OPEN_BY_HANDLE_AT | NR_EXECVE | NR_EXECVEAT
+            NR_OPEN
+                | NR_OPENAT
+                | NR_OPENAT2
+                | NR_CREAT
+                | NR_OPEN_BY_HANDLE_AT
+                | NR_EXECVE
+                | NR_EXECVEAT
         );
     hold::gate(&hold_key, restartable, || {
         let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
@@ -75,8 +81,11 @@ pub fn check(ctx: &LsmContext) -> i32 {
         unsafe {
             fill_header(&mut (*event).header, EventKind::OpenHeld, hold_key, now);
             (*event).file = key;
-            (*event).mode =
-                if restartable { HoldMode::Stopped } else { HoldMode::DeniedUntilApproved } as u32;
+            (*event).mode = if restartable {
+                HoldMode::Stopped
+            } else {
+                HoldMode::DeniedUntilApproved
+            } as u32;
             (*event).flags = flags;
             let buf = (*event).path.as_mut_ptr();
             let f_path = file.add(off.file_f_path as usize) as *mut path;

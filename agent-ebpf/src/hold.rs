@@ -6,12 +6,12 @@
 //!    the task stops on its way out and the kernel restarts the syscall after SIGCONT.
 //!    Anything that fails on the way fails closed with -EPERM.
 
-use agent_common::{names::Counter, HoldKey, Verdict};
+use agent_common::{HoldKey, Verdict, names::Counter};
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_send_signal_thread, maps::ring_buf::RingBufEntry,
 };
 
-use crate::maps::{count, PENDING, VERDICTS};
+use crate::maps::{PENDING, VERDICTS, count};
 
 pub const EPERM: i32 = 1;
 /// The kernel restarts a syscall that returned this after the signal is handled; SIGSTOP

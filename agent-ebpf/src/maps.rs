@@ -1,7 +1,7 @@
 //! Every map and global the programs share with user space. Names come from
 //! `agent_common::names` (the `#[map]` name is the static's identifier).
 
-use agent_common::{DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets};
+use agent_common::{DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey, Settings};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -44,11 +44,13 @@ pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::pinned(8192, 0)
 pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 
 #[map]
+pub static DEFERRED: HashMap<u64, NetKey> = HashMap::pinned(16384, 0);
+
+#[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 
 #[map]
-pub static COUNTERS: PerCpuArray<u64> =
-    PerCpuArray::pinned(agent_common::names::COUNTER_SLOTS, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(agent_common::names::COUNTER_SLOTS, 0);
 
 /// Filled in by the loader from BTF (see `agent_common::offsets`); `.rodata`, frozen.
 #[unsafe(no_mangle)]
@@ -70,6 +72,16 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     msghdr_msg_namelen: 0,
     _pad: 0,
 };
+
+/// Filled in by the loader from the config; `.rodata`, frozen.
+#[unsafe(no_mangle)]
+static SETTINGS: Settings = Settings { defer_tcp_to_first_send: 0, _pad: 0 };
+
+#[inline(always)]
+pub fn settings() -> Settings {
+    // SAFETY: as for `offsets()`.
+    unsafe { core::ptr::read_volatile(&SETTINGS) }
+}
 
 /// The offsets as the loader set them. The volatile read stops the compiler from folding
 /// the zero placeholders; the verifier still sees constants because `.rodata` is frozen.

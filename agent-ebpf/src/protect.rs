@@ -2,7 +2,7 @@
 //! open the agent's own files for writing. These are denied at once (EPERM) and announced
 //! so the daemon audits them; nobody is asked.
 
-use agent_common::{names::Counter, DeniedEvent, EventKind, HoldKey, Hook, InodeKey, PATH_LEN};
+use agent_common::{DeniedEvent, EventKind, HoldKey, Hook, InodeKey, PATH_LEN, names::Counter};
 use aya_ebpf::{
     bindings::path,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_d_path},
@@ -11,7 +11,7 @@ use aya_ebpf::{
 
 use crate::{
     hold::EPERM,
-    maps::{count, offsets, EVENTS, PROTECTED_TASKS},
+    maps::{EVENTS, PROTECTED_TASKS, count, offsets},
     scope::current_in_scope,
     task::fill_header,
 };
@@ -53,7 +53,15 @@ pub fn check_bpf(ctx: &LsmContext) -> i32 {
         return 0;
     }
     let cmd: i32 = ctx.arg(0);
-    deny(HoldKey { tgid, hook: Hook::Bpf as u32, object: [cmd as u64, 0, 0] }, 0, None)
+    deny(
+        HoldKey {
+            tgid,
+            hook: Hook::Bpf as u32,
+            object: [cmd as u64, 0, 0],
+        },
+        0,
+        None,
+    )
 }
 
 #[inline(always)]
@@ -68,7 +76,15 @@ fn protect_task(target: *const u8, hook: Hook, detail: u32) -> i32 {
     if !current_in_scope(tgid) {
         return 0;
     }
-    deny(HoldKey { tgid, hook: hook as u32, object: [target_tgid as u64, 0, 0] }, detail, None)
+    deny(
+        HoldKey {
+            tgid,
+            hook: hook as u32,
+            object: [target_tgid as u64, 0, 0],
+        },
+        detail,
+        None,
+    )
 }
 
 /// Denies a write-open of one of the agent's files; `file` is the hook's BTF pointer.

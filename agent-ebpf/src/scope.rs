@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{offsets, EXEC_APPROVED, SCOPE_CGROUPS, SCOPE_TASKS};
+use crate::maps::{EXEC_APPROVED, SCOPE_CGROUPS, SCOPE_TASKS, offsets};
 
 /// True when the current task is watched.
 ///

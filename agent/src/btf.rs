@@ -22,9 +22,15 @@ pub enum BtfError {
     #[error("kernel BTF has no struct `{0}`")]
     NoStruct(&'static str),
     #[error("kernel BTF: struct `{strukt}` has no member `{member}`")]
-    NoMember { strukt: &'static str, member: &'static str },
+    NoMember {
+        strukt: &'static str,
+        member: &'static str,
+    },
     #[error("kernel BTF: `{strukt}.{member}` is a bitfield or not byte-aligned")]
-    Unaligned { strukt: &'static str, member: &'static str },
+    Unaligned {
+        strukt: &'static str,
+        member: &'static str,
+    },
     #[error("kernel BTF is malformed: {0}")]
     Malformed(#[from] btf_rs::Error),
 }
@@ -153,7 +159,11 @@ mod tests {
             ("inode_i_sb", off.inode_i_sb),
             ("inode_i_ino", off.inode_i_ino),
         ] {
-            assert_eq!(value % 8, 0, "{name} should be pointer-aligned, got {value}");
+            assert_eq!(
+                value % 8,
+                0,
+                "{name} should be pointer-aligned, got {value}"
+            );
         }
         assert!(off.file_f_path < 512 && off.file_f_inode < 512);
         assert_ne!(off.file_f_path, off.file_f_inode);
@@ -163,7 +173,10 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = kernel_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read kernel BTF from /nonexistent/vmlinux"));
+        let err = kernel_offsets(Path::new("/nonexistent/vmlinux")).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read kernel BTF from /nonexistent/vmlinux")
+        );
     }
 }

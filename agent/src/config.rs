@@ -63,6 +63,11 @@ struct RawEgress {
     /// Extra allowed destinations (CIDRs or addresses); loopback and the hub always pass.
     #[serde(default)]
     allow: Vec<String>,
+    /// Where a TCP connection outside the allow list waits: "connect" (default: no packet
+    /// leaves) or "first-send" (the handshake happens, the first byte of data waits, and
+    /// the request names host, URL and S3 bucket from it).
+    #[serde(default)]
+    hold_at: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +149,8 @@ pub struct AgentConfig {
     pub search_path: String,
     /// `[egress] allow`: extra allowed CIDRs, validated.
     pub egress_allow: Vec<ipnet::IpNet>,
+    /// `[egress] hold_at = "first-send"`.
+    pub hold_at_first_send: bool,
     /// `[files] credentials`: globs of credential files.
     pub credentials: Vec<String>,
     /// Files watched processes may not write: `[files] protect`, the config file and the
@@ -168,7 +175,10 @@ impl AgentConfig {
             source,
         })?;
         if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_owned(), size: meta.len() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
         }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -189,7 +199,10 @@ impl AgentConfig {
             path: path.to_owned(),
             message: one_line(&e.to_string()),
         })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         if raw.agent.id.trim().is_empty() {
             return Err(invalid("agent.id must not be empty".into()));
         }
@@ -199,45 +212,75 @@ impl AgentConfig {
                 raw.hub.url
             )));
         }
-        let decision_ttl = humantime::parse_duration(&raw.hub.decision_ttl).map_err(|e| {
-            invalid(format!("hub.decision_ttl `{}`: {e}", raw.hub.decision_ttl))
-        })?;
+        let decision_ttl = humantime::parse_duration(&raw.hub.decision_ttl)
+            .map_err(|e| invalid(format!("hub.decision_ttl `{}`: {e}", raw.hub.decision_ttl)))?;
         if decision_ttl.is_zero() || decision_ttl > Duration::from_secs(24 * 3600) {
-            return Err(invalid("hub.decision_ttl must be between 1s and 24h".into()));
+            return Err(invalid(
+                "hub.decision_ttl must be between 1s and 24h".into(),
+            ));
         }
         if raw.scope.cgroups.is_empty() {
-            return Err(invalid("scope.cgroups must name at least one cgroup".into()));
+            return Err(invalid(
+                "scope.cgroups must name at least one cgroup".into(),
+            ));
         }
         if raw.exec.watch.is_empty() {
             return Err(invalid("exec.watch must name at least one binary".into()));
         }
         if let Some(empty) = raw.exec.watch.iter().find(|w| w.trim().is_empty()) {
-            return Err(invalid(format!("exec.watch contains an empty entry `{empty}`")));
+            return Err(invalid(format!(
+                "exec.watch contains an empty entry `{empty}`"
+            )));
         }
         let egress_allow = raw
             .egress
             .allow
             .iter()
-            .map(|entry| parse_cidr(entry).ok_or_else(|| {
-                invalid(format!("egress.allow entry `{entry}` is not an address or CIDR"))
-            }))
+            .map(|entry| {
+                parse_cidr(entry).ok_or_else(|| {
+                    invalid(format!(
+                        "egress.allow entry `{entry}` is not an address or CIDR"
+                    ))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let credentials = raw
-            .files
-            .credentials
-            .unwrap_or_else(|| DEFAULT_CREDENTIALS.iter().map(|s| (*s).to_owned()).collect());
-        if let Some(bad) = credentials.iter().find(|c| !(c.starts_with('/') || c.starts_with("~/"))) {
+        let hold_at_first_send = match raw.egress.hold_at.as_deref() {
+            None | Some("connect") => false,
+            Some("first-send") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "egress.hold_at `{other}` must be \"connect\" or \"first-send\""
+                )));
+            }
+        };
+        let credentials = raw.files.credentials.unwrap_or_else(|| {
+            DEFAULT_CREDENTIALS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        if let Some(bad) = credentials
+            .iter()
+            .find(|c| !(c.starts_with('/') || c.starts_with("~/")))
+        {
             return Err(invalid(format!(
                 "files.credentials entry `{bad}` must be absolute or start with ~/"
             )));
         }
         let mut protect = raw.files.protect;
         protect.push(raw.agent.audit_log.clone());
-        let pin_dir = raw.pinning.dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+        let pin_dir = raw
+            .pinning
+            .dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
         if !pin_dir.is_absolute() {
-            return Err(invalid(format!("pinning.dir `{}` must be absolute", pin_dir.display())));
+            return Err(invalid(format!(
+                "pinning.dir `{}` must be absolute",
+                pin_dir.display()
+            )));
         }
         Ok(Self {
+            hold_at_first_send,
             pin_dir,
             egress_allow,
             credentials,
@@ -248,7 +291,10 @@ impl AgentConfig {
             decision_ttl,
             scope_cgroups: raw.scope.cgroups,
             watch: raw.exec.watch,
-            search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
+            search_path: raw
+                .exec
+                .search_path
+                .unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
         })
     }
 }
@@ -256,10 +302,12 @@ impl AgentConfig {
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a host prefix).
 fn parse_cidr(entry: &str) -> Option<ipnet::IpNet> {
     let entry = entry.trim();
-    entry
-        .parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| entry.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 /// toml's messages span several lines with a source excerpt; keep the first one, which
@@ -267,7 +315,7 @@ fn parse_cidr(entry: &str) -> Option<ipnet::IpNet> {
 fn one_line(message: &str) -> String {
     let mut lines = message.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or_default().trim().to_owned();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first => format!("{first} ({})", last.trim()),
         _ => first,
     }
@@ -322,19 +370,46 @@ watch = ["aws", "/usr/bin/scp"]
     #[test]
     fn rejects_each_kind_of_bad_input_with_one_sentence() {
         let cases = [
-            (GOOD.replace("[exec]", "[exec]\nbogus = 1"), "unknown field `bogus`"),
-            (GOOD.replace("\"90s\"", "\"soon\""), "hub.decision_ttl `soon`"),
+            (
+                GOOD.replace("[exec]", "[exec]\nbogus = 1"),
+                "unknown field `bogus`",
+            ),
+            (
+                GOOD.replace("\"90s\"", "\"soon\""),
+                "hub.decision_ttl `soon`",
+            ),
             (GOOD.replace("\"90s\"", "\"0s\""), "between 1s and 24h"),
-            (GOOD.replace("http://127", "ftp://127"), "must start with http://"),
-            (GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"), "at least one binary"),
-            (GOOD.replace("\"host-1\"", "\"\""), "agent.id must not be empty"),
-            (GOOD.replace("[scope]", "[scope\n"), "invalid config file agent.toml"),
-            (format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"), "egress.allow entry `10.0.0.0/33`"),
-            (format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"), "must be absolute or start with ~/"),
+            (
+                GOOD.replace("http://127", "ftp://127"),
+                "must start with http://",
+            ),
+            (
+                GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"),
+                "at least one binary",
+            ),
+            (
+                GOOD.replace("\"host-1\"", "\"\""),
+                "agent.id must not be empty",
+            ),
+            (
+                GOOD.replace("[scope]", "[scope\n"),
+                "invalid config file agent.toml",
+            ),
+            (
+                format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"),
+                "egress.allow entry `10.0.0.0/33`",
+            ),
+            (
+                format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"),
+                "must be absolute or start with ~/",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();
-            assert!(err.contains(expected), "`{err}` should mention `{expected}`");
+            assert!(
+                err.contains(expected),
+                "`{err}` should mention `{expected}`"
+            );
             assert!(!err.contains('\n'), "error must be one line: {err:?}");
         }
     }
@@ -342,6 +417,9 @@ watch = ["aws", "/usr/bin/scp"]
     #[test]
     fn missing_file_names_the_path() {
         let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read config file /nonexistent/agent.toml"));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/agent.toml")
+        );
     }
 }

@@ -31,8 +31,22 @@ impl Rules {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             std::net::IpAddr::V6(v6) => v6,
         };
-        let name = self.dns_names.as_ref()?.get(&DnsKey { tgid, addr: v6.octets() }, 0).ok()?;
-        let end = name.name.iter().position(|b| *b == 0).unwrap_or(name.name.len());
+        let name = self
+            .dns_names
+            .as_ref()?
+            .get(
+                &DnsKey {
+                    tgid,
+                    addr: v6.octets(),
+                },
+                0,
+            )
+            .ok()?;
+        let end = name
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(name.name.len());
         Some(String::from_utf8_lossy(&name.name[..end]).into_owned())
     }
 }
@@ -74,7 +88,13 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
     };
     let summary;
     let fields = match &held.what {
-        Action::Exec { binary, path, argv, argv_truncated, .. } => {
+        Action::Exec {
+            binary,
+            path,
+            argv,
+            argv_truncated,
+            ..
+        } => {
             let rule = rules
                 .watched
                 .iter()
@@ -91,17 +111,31 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
             summary = format!("exec {path}");
             json!({"class": "exec", "binary": path, "argv": argv, "argv_truncated": argv_truncated, "rule": rule})
         }
-        Action::Net { hook, dest, syscall } => {
+        Action::Net {
+            hook,
+            dest,
+            syscall,
+            payload,
+        } => {
             let connect = *hook == agent_common::Hook::Connect;
             let (class, verb, rule) = if connect {
                 (ActionClass::Connect, "connects to", "egress.unlisted")
             } else {
-                (ActionClass::Send, "sends a datagram to", "egress.unlisted-send")
+                (
+                    ActionClass::Send,
+                    "sends a datagram to",
+                    "egress.unlisted-send",
+                )
             };
             action.class = class as i32;
-            let hostname = rules.hostname(held.tgid, dest.addr);
+            let named = crate::naming::name(payload);
+            let hostname = named.hostname.clone().or_else(|| rules.hostname(held.tgid, dest.addr));
             let mut proto_dest = to_proto_dest(dest);
             proto_dest.hostname = hostname.clone().unwrap_or_default();
+            proto_dest.scheme = named.scheme.clone().unwrap_or_default();
+            proto_dest.url = named.url.clone().unwrap_or_default();
+            proto_dest.bucket = named.bucket.clone().unwrap_or_default();
+            proto_dest.key = named.key.clone().unwrap_or_default();
             action.destination = Some(proto_dest);
             action.rule_id = rule.into();
             action.rule_reason = "destination is not on the egress allow list".into();
@@ -112,10 +146,25 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
             if let Some(name) = &hostname {
                 action.impact = format!("{verb} {name} ({})", dest_text(dest));
             }
-            summary = format!("{} {}", if connect { "connect" } else { "send" }, dest_text(dest));
+            if let Some(bucket) = &named.bucket {
+                let key = named.key.as_deref().unwrap_or_default();
+                action.impact = format!("{} — s3://{bucket}/{key}", action.impact);
+            } else if let Some(line) = &named.request_line {
+                action.impact = format!("{} — {line}", action.impact);
+            }
+            summary = format!(
+                "{} {}",
+                if connect { "connect" } else { "send" },
+                dest_text(dest)
+            );
             json!({
                 "class": if connect { "connect" } else { "send" },
-                "destination": {"address": dest.addr.to_string(), "port": dest.port, "protocol": dest.protocol, "hostname": hostname},
+                "destination": {
+                    "address": dest.addr.to_string(), "port": dest.port, "protocol": dest.protocol,
+                    "hostname": hostname, "scheme": named.scheme, "url": named.url,
+                    "request": named.request_line, "bucket": named.bucket, "key": named.key,
+                },
+                "held_at": if payload.is_empty() { "connect" } else { "first-send" },
                 "syscall": syscall,
                 "rule": rule,
             })
@@ -142,19 +191,31 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
     if let (Some(obj), Some(extra)) = (attempt.as_object_mut(), fields.as_object()) {
         obj.extend(extra.clone());
     }
-    Built { requester, attempt, action, summary }
+    Built {
+        requester,
+        attempt,
+        action,
+        summary,
+    }
 }
 
 /// The audit record of a self-protection denial.
 pub fn denied(d: &DeniedAction) -> serde_json::Value {
     let (rule, what) = match d.hook {
-        agent_common::Hook::Kill => ("protect.kill", format!("signal {} to the agent (pid {})", d.detail, d.target)),
-        agent_common::Hook::Ptrace => ("protect.ptrace", format!("ptrace of the agent (pid {})", d.target)),
+        agent_common::Hook::Kill => (
+            "protect.kill",
+            format!("signal {} to the agent (pid {})", d.detail, d.target),
+        ),
+        agent_common::Hook::Ptrace => (
+            "protect.ptrace",
+            format!("ptrace of the agent (pid {})", d.target),
+        ),
         agent_common::Hook::Bpf => ("protect.bpf", format!("bpf() command {}", d.target)),
         agent_common::Hook::WriteProtected => ("protect.write", format!("write to {}", d.path)),
-        agent_common::Hook::Exec | agent_common::Hook::Connect | agent_common::Hook::Send | agent_common::Hook::Open => {
-            ("protect.unknown", format!("hook {:?}", d.hook))
-        }
+        agent_common::Hook::Exec
+        | agent_common::Hook::Connect
+        | agent_common::Hook::Send
+        | agent_common::Hook::Open => ("protect.unknown", format!("hook {:?}", d.hook)),
     };
     let actor = procinfo::read(d.tgid);
     json!({

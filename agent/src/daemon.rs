@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
@@ -99,6 +99,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         protected_files: &protected_keys,
         protected_tasks: &[std::process::id()],
         pin_dir: &config.pin_dir,
+        settings: agent_common::Settings {
+            defer_tcp_to_first_send: u32::from(config.hold_at_first_send),
+            _pad: 0,
+        },
     })?;
     tracing::debug!(tasks = scope_tasks.len(), "existing processes in scope");
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -125,10 +129,17 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         config.agent_id.clone(),
         host,
         config.decision_ttl,
-        Rules { watched: watched.clone(), credentials: credentials.clone(), dns_names: gates.dns_names.take() },
+        Rules {
+            watched: watched.clone(),
+            credentials: credentials.clone(),
+            dns_names: gates.dns_names.take(),
+        },
         hub.clone(),
         audit.clone(),
-        KernelAnswers { verdicts: gates.verdicts, pending: gates.pending },
+        KernelAnswers {
+            verdicts: gates.verdicts,
+            pending: gates.pending,
+        },
         tx.clone(),
     );
 
@@ -162,7 +173,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     }
     let mut creds = CredentialSet::new(config.credentials.clone(), &credentials);
     let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
-    let roots: Vec<_> = scope.iter().take(config.scope_cgroups.len()).cloned().collect();
+    let roots: Vec<_> = scope
+        .iter()
+        .take(config.scope_cgroups.len())
+        .cloned()
+        .collect();
     let mut refresh = tokio::time::interval(REFRESH);
     let why = loop {
         tokio::select! {
@@ -186,7 +201,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     coordinator.deny_all("the agent is shutting down").await;
     // A deliberate stop takes the gates down with the daemon; a crash leaves them pinned.
     loader::unpin(&gates.pin_dir);
-    let _ = audit.append("lifecycle", "agent", serde_json::json!({"event": "stop", "signal": why}));
+    let _ = audit.append(
+        "lifecycle",
+        "agent",
+        serde_json::json!({"event": "stop", "signal": why}),
+    );
     Ok(())
 }
 
@@ -196,7 +215,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
 /// announced again on the caller's next retry.
 fn readopt(coordinator: &mut Coordinator) {
     let keys: Vec<agent_common::HoldKey> = coordinator.kernel.pending.keys().flatten().collect();
-    tracing::info!(held = keys.len(), "adopting pinned gates from a previous daemon");
+    tracing::info!(
+        held = keys.len(),
+        "adopting pinned gates from a previous daemon"
+    );
     for key in keys {
         let _ = coordinator.kernel.pending.remove(&key);
         let pid = nix::unistd::Pid::from_raw(key.tgid as i32);
@@ -227,7 +249,10 @@ fn refresh_credentials(
     }
 }
 
-async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, tx: mpsc::Sender<Msg>) {
+async fn read_events(
+    mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    tx: mpsc::Sender<Msg>,
+) {
     loop {
         let mut batch = Vec::new();
         {

@@ -11,7 +11,10 @@ pub const DEFAULT_ALLOW: &[&str] = &["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::
 
 /// Builds the allow list: defaults, the hub's addresses (resolved now), then `extra`.
 pub fn allow_list(extra: &[IpNet], hub_url: &str) -> Vec<IpNet> {
-    let mut nets: Vec<IpNet> = DEFAULT_ALLOW.iter().filter_map(|s| s.parse().ok()).collect();
+    let mut nets: Vec<IpNet> = DEFAULT_ALLOW
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     nets.extend(hub_addresses(hub_url).into_iter().map(IpNet::from));
     nets.extend(extra.iter().copied());
     nets
@@ -22,13 +25,19 @@ pub fn allow_list(extra: &[IpNet], hub_url: &str) -> Vec<IpNet> {
 pub fn hub_addresses(hub_url: &str) -> Vec<IpAddr> {
     let rest = hub_url.split_once("://").map(|(_, r)| r).unwrap_or(hub_url);
     let authority = rest.split('/').next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
     let with_port = if authority.starts_with('[') || authority.matches(':').count() == 1 {
         authority.to_owned()
     } else {
         format!("{authority}:443")
     };
-    with_port.to_socket_addrs().map(|it| it.map(|a| a.ip()).collect()).unwrap_or_default()
+    with_port
+        .to_socket_addrs()
+        .map(|it| it.map(|a| a.ip()).collect())
+        .unwrap_or_default()
 }
 
 /// The kernel key of a prefix: IPv4 is stored v4-mapped, so its prefix grows by 96 bits.
@@ -38,7 +47,10 @@ pub fn key(net: &IpNet) -> AllowKey {
             prefix_len: 96 + u32::from(v4.prefix_len()),
             addr: v4.network().to_ipv6_mapped().octets(),
         },
-        IpNet::V6(v6) => AllowKey { prefix_len: u32::from(v6.prefix_len()), addr: v6.network().octets() },
+        IpNet::V6(v6) => AllowKey {
+            prefix_len: u32::from(v6.prefix_len()),
+            addr: v6.network().octets(),
+        },
     }
 }
 
@@ -61,7 +73,10 @@ mod tests {
         let nets = allow_list(&[], "http://127.0.0.1:7443");
         assert!(nets.iter().any(|n| n.to_string() == "127.0.0.1/32"));
         assert!(nets.iter().any(|n| n.to_string() == "::1/128"));
-        assert_eq!(hub_addresses("https://[::1]:9000/x"), ["::1".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            hub_addresses("https://[::1]:9000/x"),
+            ["::1".parse::<IpAddr>().expect("ip")]
+        );
         assert!(hub_addresses("http://no-such-host.invalid:1").is_empty());
     }
 }

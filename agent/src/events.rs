@@ -3,9 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
+    ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldKey, HoldMode,
+    Hook, InodeKey, NetEvent, NetKey,
     hold::{AF_INET, PROTO_TCP},
-    DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldKey, HoldMode, Hook, InodeKey,
-    NetEvent, NetKey, ARGV_BUF_LEN,
 };
 
 use crate::procinfo::split_nul;
@@ -56,8 +56,18 @@ pub enum Action {
         argv_truncated: bool,
     },
     /// `connect()` (hook Connect) or a datagram with an explicit destination (hook Send).
-    Net { hook: Hook, dest: Destination, syscall: u32 },
-    Open { file: InodeKey, path: String, flags: u32 },
+    /// `payload`: the start of the first send when a TCP connection is held there.
+    Net {
+        hook: Hook,
+        dest: Destination,
+        syscall: u32,
+        payload: Vec<u8>,
+    },
+    Open {
+        file: InodeKey,
+        path: String,
+        flags: u32,
+    },
 }
 
 /// A network destination, decoded.
@@ -78,12 +88,24 @@ impl Destination {
             Some(v4) if key.family == AF_INET => IpAddr::V4(v4),
             _ => IpAddr::V6(v6),
         };
-        let protocol = if key.protocol == PROTO_TCP { "tcp" } else { "udp" };
-        Self { addr, port: key.port, protocol }
+        let protocol = if key.protocol == PROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        Self {
+            addr,
+            port: key.port,
+            protocol,
+        }
     }
 
     pub fn unspecified() -> Self {
-        Self { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 0, protocol: "tcp" }
+        Self {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            protocol: "tcp",
+        }
     }
 }
 
@@ -131,12 +153,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::NetHeld) => {
             let raw: NetEvent = read(bytes)?;
             let hook = hook(header.hold.hook)?;
-            let what = Action::Net { hook, dest: Destination::from_key(&raw.dest), syscall: raw.syscall };
+            let len = (raw.payload_len as usize).min(raw.payload.len());
+            let what = Action::Net {
+                hook,
+                dest: Destination::from_key(&raw.dest),
+                syscall: raw.syscall,
+                payload: raw.payload[..len].to_vec(),
+            };
             Ok(Event::Held(held(&header, mode(raw.mode), what)))
         }
         Some(EventKind::OpenHeld) => {
             let raw: FileEvent = read(bytes)?;
-            let what = Action::Open { file: raw.file, path: c_string(&raw.path), flags: raw.flags };
+            let what = Action::Open {
+                file: raw.file,
+                path: c_string(&raw.path),
+                flags: raw.flags,
+            };
             Ok(Event::Held(held(&header, mode(raw.mode), what)))
         }
         Some(EventKind::Denied) => {
@@ -171,7 +203,11 @@ fn hook(raw: u32) -> Result<Hook, DecodeError> {
 }
 
 fn mode(raw: u32) -> Mode {
-    if raw == HoldMode::DeniedUntilApproved as u32 { Mode::DeniedUntilApproved } else { Mode::Stopped }
+    if raw == HoldMode::DeniedUntilApproved as u32 {
+        Mode::DeniedUntilApproved
+    } else {
+        Mode::Stopped
+    }
 }
 
 fn held(h: &EventHeader, mode: Mode, what: Action) -> HeldAction {
@@ -202,7 +238,8 @@ mod tests {
 
     fn bytes<T>(raw: &T) -> Vec<u8> {
         // SAFETY: viewing a plain-old-data struct as bytes.
-        unsafe { std::slice::from_raw_parts((raw as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts((raw as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     fn record(argv: &[u8]) -> Vec<u8> {
@@ -222,11 +259,18 @@ mod tests {
 
     #[test]
     fn decodes_an_exec_record() {
-        let Ok(Event::Held(e)) = decode(&record(b"aws\0s3\0cp\0")) else { panic!("exec") };
+        let Ok(Event::Held(e)) = decode(&record(b"aws\0s3\0cp\0")) else {
+            panic!("exec")
+        };
         assert_eq!(e.tgid, 42);
         assert_eq!(e.tid, 43);
         assert_eq!(e.comm, "bash");
-        let Action::Exec { path, argv, binary, .. } = e.what else { panic!("exec") };
+        let Action::Exec {
+            path, argv, binary, ..
+        } = e.what
+        else {
+            panic!("exec")
+        };
         assert_eq!(path, "/usr/bin/aws");
         assert_eq!(argv, ["aws", "s3", "cp"]);
         assert_eq!(binary, InodeKey::new(7, 99));
@@ -234,10 +278,18 @@ mod tests {
 
     #[test]
     fn decodes_v4_and_v6_destinations() {
-        let mut v4 = NetKey { port: 443, protocol: PROTO_TCP, family: AF_INET, ..Default::default() };
+        let mut v4 = NetKey {
+            port: 443,
+            protocol: PROTO_TCP,
+            family: AF_INET,
+            ..Default::default()
+        };
         v4.addr[10..].copy_from_slice(&[0xff, 0xff, 198, 51, 100, 7]);
         let d = Destination::from_key(&v4);
-        assert_eq!((d.addr.to_string(), d.port, d.protocol), ("198.51.100.7".into(), 443, "tcp"));
+        assert_eq!(
+            (d.addr.to_string(), d.port, d.protocol),
+            ("198.51.100.7".into(), 443, "tcp")
+        );
         let v6 = NetKey {
             addr: "2001:db8::7".parse::<Ipv6Addr>().expect("v6").octets(),
             port: 53,
@@ -246,7 +298,10 @@ mod tests {
             _pad: 0,
         };
         let d = Destination::from_key(&v6);
-        assert_eq!((d.addr.to_string(), d.port, d.protocol), ("2001:db8::7".into(), 53, "udp"));
+        assert_eq!(
+            (d.addr.to_string(), d.port, d.protocol),
+            ("2001:db8::7".into(), 53, "udp")
+        );
 
         // SAFETY: all-zero is a valid NetEvent.
         let mut raw: NetEvent = unsafe { std::mem::zeroed() };
@@ -254,9 +309,17 @@ mod tests {
         raw.header.hold = HoldKey::net(5, Hook::Connect, &v4);
         raw.dest = v4;
         raw.mode = HoldMode::DeniedUntilApproved as u32;
-        let Ok(Event::Held(e)) = decode(&bytes(&raw)) else { panic!("net") };
+        let Ok(Event::Held(e)) = decode(&bytes(&raw)) else {
+            panic!("net")
+        };
         assert_eq!(e.mode, Mode::DeniedUntilApproved);
-        assert!(matches!(e.what, Action::Net { hook: Hook::Connect, .. }));
+        assert!(matches!(
+            e.what,
+            Action::Net {
+                hook: Hook::Connect,
+                ..
+            }
+        ));
     }
 
     #[test]

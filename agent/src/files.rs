@@ -13,7 +13,7 @@ use std::{
 
 use agent_common::InodeKey;
 
-use crate::resolve::{inode_key, MountTable, ResolveError};
+use crate::resolve::{MountTable, ResolveError, inode_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -43,7 +43,11 @@ pub fn homes() -> Vec<PathBuf> {
     set.insert(PathBuf::from("/root"));
     if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
         for line in passwd.lines() {
-            if let Some(home) = line.split(':').nth(5).filter(|h| h.starts_with('/') && *h != "/") {
+            if let Some(home) = line
+                .split(':')
+                .nth(5)
+                .filter(|h| h.starts_with('/') && *h != "/")
+            {
                 set.insert(PathBuf::from(home));
             }
         }
@@ -66,7 +70,10 @@ pub fn expand(pattern: &str, homes: &[PathBuf]) -> Vec<String> {
 ///
 /// # Errors
 /// [`FilesError::Pattern`] for an invalid glob; unreadable matches are skipped.
-pub fn resolve_credentials(patterns: &[String], homes: &[PathBuf]) -> Result<Vec<ResolvedFile>, FilesError> {
+pub fn resolve_credentials(
+    patterns: &[String],
+    homes: &[PathBuf],
+) -> Result<Vec<ResolvedFile>, FilesError> {
     let mounts = MountTable::read()?;
     let mut out: Vec<ResolvedFile> = Vec::new();
     for pattern in patterns {
@@ -76,13 +83,21 @@ pub fn resolve_credentials(patterns: &[String], homes: &[PathBuf]) -> Result<Vec
                 source,
             })?;
             for found in paths.flatten() {
-                let Ok(path) = std::fs::canonicalize(&found) else { continue };
+                let Ok(path) = std::fs::canonicalize(&found) else {
+                    continue;
+                };
                 if !path.is_file() {
                     continue;
                 }
-                let Ok(key) = inode_key(&path, &mounts) else { continue };
+                let Ok(key) = inode_key(&path, &mounts) else {
+                    continue;
+                };
                 if !out.iter().any(|f| f.key == key) {
-                    out.push(ResolvedFile { pattern: pattern.clone(), path, key });
+                    out.push(ResolvedFile {
+                        pattern: pattern.clone(),
+                        path,
+                        key,
+                    });
                 }
             }
         }
@@ -93,7 +108,9 @@ pub fn resolve_credentials(patterns: &[String], homes: &[PathBuf]) -> Result<Vec
 /// Keys of the files that exist among `paths` (missing ones are skipped: a file created
 /// later is protected on the next refresh).
 pub fn resolve_existing(paths: &[PathBuf]) -> Vec<(PathBuf, InodeKey)> {
-    let Ok(mounts) = MountTable::read() else { return Vec::new() };
+    let Ok(mounts) = MountTable::read() else {
+        return Vec::new();
+    };
     paths
         .iter()
         .filter_map(|p| {
@@ -118,7 +135,10 @@ pub struct Diff {
 
 impl CredentialSet {
     pub fn new(patterns: Vec<String>, initial: &[ResolvedFile]) -> Self {
-        Self { patterns, current: initial.iter().map(|f| (f.key, f.clone())).collect() }
+        Self {
+            patterns,
+            current: initial.iter().map(|f| (f.key, f.clone())).collect(),
+        }
     }
 
     /// Re-resolves the globs and returns what to add to and remove from the kernel map.
@@ -179,13 +199,20 @@ mod tests {
         std::os::unix::fs::symlink(&real, home.join("proj/sub/.env")).expect("symlink");
 
         let homes = vec![home.clone()];
-        let patterns = vec!["~/.aws/credentials".into(), "~/.ssh/id_*".into(), "~/**/.env".into()];
+        let patterns = vec![
+            "~/.aws/credentials".into(),
+            "~/.ssh/id_*".into(),
+            "~/**/.env".into(),
+        ];
         let found = resolve_credentials(&patterns, &homes).expect("resolves");
         let paths: BTreeSet<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
         let canon = |p: PathBuf| std::fs::canonicalize(p).expect("canon");
         assert!(paths.contains(&canon(home.join(".aws/credentials"))));
         assert!(paths.contains(&canon(home.join(".ssh/id_ed25519"))));
-        assert!(paths.contains(&canon(real.clone())), "symlinked .env resolves to its target");
+        assert!(
+            paths.contains(&canon(real.clone())),
+            "symlinked .env resolves to its target"
+        );
         assert!(!paths.iter().any(|p| p.ends_with("known_hosts")));
         assert_eq!(found.len(), 3);
     }
@@ -212,7 +239,12 @@ mod tests {
 
     #[test]
     fn invalid_globs_are_named() {
-        let err = resolve_credentials(&["/etc/[".into()], &[]).unwrap_err().to_string();
-        assert!(err.starts_with("credential glob `/etc/[` is invalid"), "{err}");
+        let err = resolve_credentials(&["/etc/[".into()], &[])
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.starts_with("credential glob `/etc/[` is invalid"),
+            "{err}"
+        );
     }
 }

@@ -87,7 +87,10 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    #[expect(clippy::too_many_arguments, reason = "plain wiring of the daemon's parts")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "plain wiring of the daemon's parts"
+    )]
     pub fn new(
         agent_id: String,
         host: String,
@@ -160,7 +163,9 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             if let Err(error) = hub.submit(submit).await {
                 tracing::warn!(%error, request = %submit_id, "submit failed");
-                let _ = tx.send(Msg::SubmitFailed(submit_id, error.to_string())).await;
+                let _ = tx
+                    .send(Msg::SubmitFailed(submit_id, error.to_string()))
+                    .await;
             }
         }));
         tasks.push(spawn_timer(self.tx.clone(), id.clone(), self.ttl));
@@ -168,7 +173,15 @@ impl Coordinator {
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
-        self.held.insert(id, Held { key: action.key, action, started: Instant::now(), tasks });
+        self.held.insert(
+            id,
+            Held {
+                key: action.key,
+                action,
+                started: Instant::now(),
+                tasks,
+            },
+        );
     }
 
     /// Records a self-protection denial (the kernel already refused it).
@@ -201,7 +214,11 @@ impl Coordinator {
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        let _ = self.audit.append("outcome", id, json!({"result": "process-died", "pid": held.action.tgid}));
+        let _ = self.audit.append(
+            "outcome",
+            id,
+            json!({"result": "process-died", "pid": held.action.tgid}),
+        );
         tracing::info!(request = %id, pid = held.action.tgid, "held process died; cancelling");
         let hub = self.hub.clone();
         let id = id.to_owned();
@@ -218,7 +235,14 @@ impl Coordinator {
         let Some(held) = self.remove(id) else { return };
         let waited_ms = held.started.elapsed().as_millis() as u64;
         if let Some(obj) = fields.as_object_mut() {
-            obj.insert("verdict".into(), json!(if verdict == Verdict::Allow { "allow" } else { "deny" }));
+            obj.insert(
+                "verdict".into(),
+                json!(if verdict == Verdict::Allow {
+                    "allow"
+                } else {
+                    "deny"
+                }),
+            );
             obj.insert("waited_ms".into(), json!(waited_ms));
         }
         if let Err(error) = self.audit.append(kind, id, fields) {

@@ -14,6 +14,7 @@ pub mod files;
 pub mod holds;
 pub mod hub_client;
 pub mod loader;
+pub mod naming;
 pub mod preflight;
 pub mod procinfo;
 pub mod resolve;

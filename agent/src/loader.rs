@@ -3,11 +3,11 @@
 //! If any step fails, the partially loaded object is dropped, which detaches whatever was
 //! attached: the host is never left half-gated.
 
-use agent_common::{names, AllowKey, InodeKey, KernelOffsets};
+use agent_common::{AllowKey, InodeKey, KernelOffsets, names};
 use aya::{
-    maps::{HashMap, LpmTrie, MapData, RingBuf},
-    programs::{links::FdLink, Lsm, TracePoint, UProbe},
     Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, RingBuf},
+    programs::{Lsm, TracePoint, UProbe, links::FdLink},
 };
 
 use crate::{files::ResolvedFile, resolve::ResolvedBinary, scope::ScopeCgroup};
@@ -91,6 +91,7 @@ pub struct GateSpec<'a> {
     pub protected_tasks: &'a [u32],
     /// bpffs directory for maps and links, so enforcement outlives the daemon.
     pub pin_dir: &'a std::path::Path,
+    pub settings: agent_common::Settings,
 }
 
 /// Loads, fills and attaches everything in [`GateSpec`].
@@ -119,7 +120,10 @@ pub fn unpin(pin_dir: &std::path::Path) {
 }
 
 fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
-    let pin_err = |path: &std::path::Path, reason: String| LoadError::Pin { path: path.display().to_string(), reason };
+    let pin_err = |path: &std::path::Path, reason: String| LoadError::Pin {
+        path: path.display().to_string(),
+        reason,
+    };
     let maps_dir = spec.pin_dir.join("maps");
     let links_dir = spec.pin_dir.join("links");
     for dir in [&maps_dir, &links_dir] {
@@ -127,6 +131,7 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
     }
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
+        .override_global(names::GLOBAL_SETTINGS, &spec.settings, true)
         .default_map_pin_directory(&maps_dir)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
@@ -140,18 +145,34 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
     fill(&mut ebpf, spec)?;
 
     // Scope tracking first, so no fork between attaching the gate and tracking is missed.
-    attach_tracepoint(&mut ebpf, names::PROG_FORK, &[("sched", "sched_process_fork")], &links_dir)?;
-    attach_tracepoint(&mut ebpf, names::PROG_EXIT, &[("sched", "sched_process_exit")], &links_dir)?;
+    attach_tracepoint(
+        &mut ebpf,
+        names::PROG_FORK,
+        &[("sched", "sched_process_fork")],
+        &links_dir,
+    )?;
+    attach_tracepoint(
+        &mut ebpf,
+        names::PROG_EXIT,
+        &[("sched", "sched_process_exit")],
+        &links_dir,
+    )?;
     attach_tracepoint(
         &mut ebpf,
         names::PROG_EXEC_DONE,
-        &[("syscalls", "sys_exit_execve"), ("syscalls", "sys_exit_execveat")],
+        &[
+            ("syscalls", "sys_exit_execve"),
+            ("syscalls", "sys_exit_execveat"),
+        ],
         &links_dir,
     )?;
     let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
     for &(name, hook) in LSM_GATES {
         let lsm: &mut Lsm = program(&mut ebpf, name)?;
-        let program_err = |source| LoadError::Program { program: name, source };
+        let program_err = |source| LoadError::Program {
+            program: name,
+            source,
+        };
         lsm.load(hook, &btf).map_err(program_err)?;
         let id = lsm.attach().map_err(program_err)?;
         let link = FdLink::from(lsm.take_link(id).map_err(program_err)?);
@@ -189,37 +210,71 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
     for cg in spec.scope {
         cgroups
             .insert(cg.id, 1, 0)
-            .map_err(|source| LoadError::Map { map: names::MAP_SCOPE_CGROUPS, source })?;
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_SCOPE_CGROUPS,
+                source,
+            })?;
     }
     let mut tasks: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_SCOPE_TASKS)?;
     for tgid in spec.scope_tasks {
-        tasks.insert(*tgid, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_SCOPE_TASKS, source })?;
+        tasks.insert(*tgid, 1, 0).map_err(|source| LoadError::Map {
+            map: names::MAP_SCOPE_TASKS,
+            source,
+        })?;
     }
     let mut watched: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_WATCHED_EXEC)?;
     for (index, binary) in spec.watched.iter().enumerate() {
         watched
             .insert(binary.key, index as u32, 0)
-            .map_err(|source| LoadError::Map { map: names::MAP_WATCHED_EXEC, source })?;
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_WATCHED_EXEC,
+                source,
+            })?;
     }
     let mut creds: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_CRED_FILES)?;
     for (index, file) in spec.credentials.iter().enumerate() {
-        creds.insert(file.key, index as u32, 0).map_err(|source| LoadError::Map { map: names::MAP_CRED_FILES, source })?;
+        creds
+            .insert(file.key, index as u32, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_CRED_FILES,
+                source,
+            })?;
     }
     let mut protected: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_PROTECTED_FILES)?;
     for key in spec.protected_files {
-        protected.insert(*key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_FILES, source })?;
+        protected
+            .insert(*key, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_PROTECTED_FILES,
+                source,
+            })?;
     }
     let mut daemon: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_PROTECTED_TASKS)?;
     // (stale entries of a previous daemon were removed in load_pinned)
     for tgid in spec.protected_tasks {
-        daemon.insert(*tgid, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_PROTECTED_TASKS, source })?;
+        daemon
+            .insert(*tgid, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_PROTECTED_TASKS,
+                source,
+            })?;
     }
-    let map = ebpf.map_mut(names::MAP_EGRESS_ALLOW).ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
+    let map = ebpf
+        .map_mut(names::MAP_EGRESS_ALLOW)
+        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
     let mut allow: LpmTrie<_, [u8; 16], u32> =
-        LpmTrie::try_from(map).map_err(|source| LoadError::Map { map: names::MAP_EGRESS_ALLOW, source })?;
+        LpmTrie::try_from(map).map_err(|source| LoadError::Map {
+            map: names::MAP_EGRESS_ALLOW,
+            source,
+        })?;
     for key in spec.allow {
         let trie_key = aya::maps::lpm_trie::Key::new(key.prefix_len, key.addr);
-        allow.insert(&trie_key, 1, 0).map_err(|source| LoadError::Map { map: names::MAP_EGRESS_ALLOW, source })?;
+        allow
+            .insert(&trie_key, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_EGRESS_ALLOW,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -229,18 +284,29 @@ fn libc_path() -> Option<std::path::PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|l| l.split_ascii_whitespace().nth(5))
-        .find(|p| p.rsplit('/').next().is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-")))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
+        })
         .map(std::path::PathBuf::from)
 }
 
 fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadError> {
     let libc = libc_path().ok_or(LoadError::NoProgram("libc for getaddrinfo"))?;
     for name in [names::PROG_DNS_ENTER, names::PROG_DNS_EXIT] {
-        let program_err = |source| LoadError::Program { program: name, source };
+        let program_err = |source| LoadError::Program {
+            program: name,
+            source,
+        };
         let probe: &mut UProbe = program(ebpf, name)?;
         probe.load().map_err(program_err)?;
         probe
-            .attach(names::SYM_GETADDRINFO, &libc, aya::programs::uprobe::UProbeScope::AllProcesses)
+            .attach(
+                names::SYM_GETADDRINFO,
+                &libc,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            )
             .map_err(program_err)?;
     }
     Ok(libc)
@@ -254,7 +320,7 @@ fn pin_link(link: FdLink, links_dir: &std::path::Path, name: &str) -> Result<(),
     let _ = std::fs::remove_file(&new_path);
     let pinned = link.pin(&new_path).map_err(|e| LoadError::Pin {
         path: new_path.display().to_string(),
-        reason: e.to_string(),
+        reason: format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
     })?;
     std::fs::rename(&new_path, &final_path).map_err(|e| LoadError::Pin {
         path: final_path.display().to_string(),
@@ -271,17 +337,26 @@ fn attach_tracepoint(
     points: &[(&str, &str)],
     links_dir: &std::path::Path,
 ) -> Result<(), LoadError> {
-    let program_err = |source| LoadError::Program { program: name, source };
+    let program_err = |source| LoadError::Program {
+        program: name,
+        source,
+    };
     let tp: &mut TracePoint = program(ebpf, name)?;
     tp.load().map_err(program_err)?;
     for (i, (category, point)) in points.iter().enumerate() {
+        // Pinned, scope tracking outlives the daemon. Debian 6.12 refuses to pin
+        // perf-event (tracepoint) links with EPERM; the refused link is gone with the
+        // error, so attach again and keep that one with the loaded object: after a crash,
+        // scope then comes from the cgroups and the tasks already recorded.
         let id = tp.attach(category, point).map_err(program_err)?;
         let link = tp.take_link(id).map_err(program_err)?;
-        let link = FdLink::try_from(link).map_err(|e| LoadError::Pin {
-            path: links_dir.join(name).display().to_string(),
-            reason: format!("tracepoint link cannot be pinned on this kernel: {e}"),
-        })?;
-        pin_link(link, links_dir, &format!("{name}.{i}"))?;
+        let pinned = FdLink::try_from(link)
+            .map_err(|e| e.to_string())
+            .and_then(|link| pin_link(link, links_dir, &format!("{name}.{i}")).map_err(|e| e.to_string()));
+        if let Err(reason) = pinned {
+            tracing::warn!(program = name, %reason, "scope tracking is not pinned on this kernel");
+            tp.attach(category, point).map_err(program_err)?;
+        }
     }
     Ok(())
 }
@@ -291,7 +366,10 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::NoProgram(name))?;
-    program.try_into().map_err(|source| LoadError::Program { program: name, source })
+    program.try_into().map_err(|source| LoadError::Program {
+        program: name,
+        source,
+    })
 }
 
 fn map_mut<'a, K: aya::Pod, V: aya::Pod>(

@@ -63,7 +63,10 @@ pub fn resolve(configured: &Path) -> Result<ScopeCgroup, ScopeError> {
     if !meta.is_dir() || fs.filesystem_type().0 as i64 != CGROUP2_SUPER_MAGIC {
         return Err(ScopeError::NotCgroup2(path));
     }
-    Ok(ScopeCgroup { id: meta.ino(), path })
+    Ok(ScopeCgroup {
+        id: meta.ino(),
+        path,
+    })
 }
 
 /// Every cgroup below `scope` (recursively), so processes in a unit's sub-cgroups are in
@@ -72,13 +75,18 @@ pub fn descendant_cgroups(scope: &[ScopeCgroup]) -> Vec<ScopeCgroup> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = scope.iter().map(|s| s.path.clone()).collect();
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if let Ok(meta) = entry.metadata()
                 && meta.is_dir()
             {
-                out.push(ScopeCgroup { id: meta.ino(), path: path.clone() });
+                out.push(ScopeCgroup {
+                    id: meta.ino(),
+                    path: path.clone(),
+                });
                 stack.push(path);
             }
         }
@@ -96,9 +104,15 @@ pub fn existing_tasks(scope: &[ScopeCgroup]) -> Vec<u32> {
     let scoped: Vec<PathBuf> = scope.iter().map(|s| s.path.clone()).collect();
     let mut parent: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
     let mut seeds = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(ppid) = ppid(pid) {
@@ -151,10 +165,20 @@ mod tests {
 
     #[test]
     fn missing_and_non_cgroup_paths_are_refused() {
-        let err = resolve(Path::new("/nonexistent/cg")).unwrap_err().to_string();
-        assert!(err.starts_with("scope cgroup /nonexistent/cg does not exist"), "{err}");
-        let err = resolve(Path::new("/tmp")).unwrap_err().to_string();
-        assert_eq!(err, "scope cgroup /tmp is not a directory on a cgroup v2 file system");
+        let err = resolve(Path::new("/nonexistent/cg"))
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.starts_with("scope cgroup /nonexistent/cg does not exist"),
+            "{err}"
+        );
+        let err = resolve(Path::new("/tmp"))
+            .expect_err("must fail")
+            .to_string();
+        assert_eq!(
+            err,
+            "scope cgroup /tmp is not a directory on a cgroup v2 file system"
+        );
     }
 
     #[test]

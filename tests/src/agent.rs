@@ -26,7 +26,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn config_text(spec: &AgentSpec<'_>, audit: &Path) -> String {
-        let watch: Vec<String> = spec.watch.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+        let watch: Vec<String> = spec
+            .watch
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
         format!(
             "[agent]\nid = \"test-agent\"\naudit_log = {audit:?}\n\
              [hub]\nurl = {hub:?}\ndecision_ttl = {ttl:?}\n\
@@ -50,10 +54,16 @@ impl Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let audit = dir.path().join("audit.jsonl");
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, format!("{}{extra}", Self::config_text(spec, &audit))).expect("write config");
+        std::fs::write(
+            &config,
+            format!("{}{extra}", Self::config_text(spec, &audit)),
+        )
+        .expect("write config");
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).expect("notify socket");
-        socket.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("timeout");
         let log = dir.path().join("agent.log");
         let child = Command::new(airlock_bin())
             .args(["run", "--config"])
@@ -66,7 +76,12 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn agent");
-        let mut agent = Self { child, dir, log, audit };
+        let mut agent = Self {
+            child,
+            dir,
+            log,
+            audit,
+        };
         let mut buf = [0u8; 256];
         loop {
             match socket.recv(&mut buf) {

@@ -7,8 +7,8 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output},
     sync::{
-        atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -16,10 +16,11 @@ use std::{
 use airlock_proto::v1::{ActionClass, ApprovalRequest};
 
 use crate::{
+    SLOW,
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
     hub::Hub,
-    process, SLOW,
+    process,
 };
 
 /// Non-loopback test addresses (TEST-NET / documentation prefixes) put on `lo`, so
@@ -31,7 +32,11 @@ pub const ALLOWED_V4: &str = "198.51.100.10";
 
 /// Adds the test addresses to `lo` (idempotent).
 pub fn add_test_addresses() {
-    for (family, addr) in [("-4", "192.0.2.10/32"), ("-4", "198.51.100.10/32"), ("-6", "2001:db8::10/128")] {
+    for (family, addr) in [
+        ("-4", "192.0.2.10/32"),
+        ("-4", "198.51.100.10/32"),
+        ("-6", "2001:db8::10/128"),
+    ] {
         let mut cmd = Command::new("ip");
         cmd.args([family, "addr", "add", addr, "dev", "lo"]);
         if family == "-6" {
@@ -39,7 +44,10 @@ pub fn add_test_addresses() {
         }
         let out = cmd.output().expect("run ip");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || err.contains("File exists"), "ip addr add {addr}: {err}");
+        assert!(
+            out.status.success() || err.contains("File exists") || err.contains("already assigned"),
+            "ip addr add {addr}: {err}"
+        );
     }
 }
 
@@ -48,6 +56,8 @@ pub fn add_test_addresses() {
 pub struct EchoServer {
     pub port: u16,
     pub accepted: Arc<AtomicUsize>,
+    /// First lines received on TCP connections.
+    pub lines: Arc<Mutex<Vec<String>>>,
     pub datagrams: Arc<Mutex<Vec<String>>>,
 }
 
@@ -59,13 +69,19 @@ impl EchoServer {
         let accepted = Arc::new(AtomicUsize::new(0));
         let datagrams = Arc::new(Mutex::new(Vec::new()));
         let count = accepted.clone();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen_lines = lines.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 count.fetch_add(1, Ordering::SeqCst);
+                let seen_lines = seen_lines.clone();
                 std::thread::spawn(move || {
                     let mut line = String::new();
                     let mut reader = BufReader::new(&stream);
                     if reader.read_line(&mut line).is_ok() {
+                        if let Ok(mut v) = seen_lines.lock() {
+                            v.push(String::from_utf8_lossy(line.as_bytes()).into_owned());
+                        }
                         let _ = (&stream).write_all(format!("pong {line}").as_bytes());
                     }
                 });
@@ -80,7 +96,12 @@ impl EchoServer {
                 }
             }
         });
-        Self { port, accepted, datagrams }
+        Self {
+            port,
+            accepted,
+            lines,
+            datagrams,
+        }
     }
 
     pub fn accepted(&self) -> usize {
@@ -108,6 +129,11 @@ pub fn gate_config(dir: &Path) -> String {
 impl GateSetup {
     /// Starts everything; `prepare` runs after the cgroup exists and before the agent starts.
     pub fn start(name: &str, prepare: impl FnOnce(&TestCgroup, &Path)) -> Self {
+        Self::start_with(name, "", prepare)
+    }
+
+    /// As [`GateSetup::start`], with `extra` lines added to the `[egress]` section.
+    pub fn start_with(name: &str, extra_egress: &str, prepare: impl FnOnce(&TestCgroup, &Path)) -> Self {
         add_test_addresses();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("creds")).expect("mkdir");
@@ -115,17 +141,32 @@ impl GateSetup {
         prepare(&cgroup, dir.path());
         let hub = Hub::start("300s");
         let agent = Agent::start_with(
-            &AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![PathBuf::from("/usr/bin/scp")], ttl: "120s" },
-            &gate_config(dir.path()),
+            &AgentSpec {
+                hub_url: &hub.url,
+                cgroup: &cgroup.path,
+                watch: vec![PathBuf::from("/usr/bin/scp")],
+                ttl: "120s",
+            },
+            &gate_config(dir.path()).replace("[egress]\n", &format!("[egress]\n{extra_egress}")),
         );
-        Self { hub, agent, cgroup, dir }
+        Self {
+            hub,
+            agent,
+            cgroup,
+            dir,
+        }
     }
 
     /// Crashes the agent (SIGKILL) and starts a new one with the same scope and rules.
     pub fn restart_agent_after_crash(&mut self) {
         self.agent.kill();
         self.agent = Agent::start_with(
-            &AgentSpec { hub_url: &self.hub.url, cgroup: &self.cgroup.path, watch: vec![PathBuf::from("/usr/bin/scp")], ttl: "120s" },
+            &AgentSpec {
+                hub_url: &self.hub.url,
+                cgroup: &self.cgroup.path,
+                watch: vec![PathBuf::from("/usr/bin/scp")],
+                ttl: "120s",
+            },
             &gate_config(self.dir.path()),
         );
     }
@@ -141,14 +182,21 @@ impl GateSetup {
     }
 
     /// As [`GateSetup::request_for`], skipping the requests in `except`.
-    pub fn request_for_except(&self, class: ActionClass, pid: u32, except: &[&str]) -> ApprovalRequest {
+    pub fn request_for_except(
+        &self,
+        class: ActionClass,
+        pid: u32,
+        except: &[&str],
+    ) -> ApprovalRequest {
         runtime().block_on(async {
             let approver = self.hub.approver("alice").await;
             approver
                 .watch_for(SLOW, |r| {
-                    !except.contains(&r.id.as_str()) && r.action.as_ref().is_some_and(|a| {
-                        a.class == class as i32 && (pid == 0 || a.actor.as_ref().is_some_and(|p| p.pid == pid))
-                    })
+                    !except.contains(&r.id.as_str())
+                        && r.action.as_ref().is_some_and(|a| {
+                            a.class == class as i32
+                                && (pid == 0 || a.actor.as_ref().is_some_and(|p| p.pid == pid))
+                        })
                 })
                 .await
         })
@@ -159,20 +207,29 @@ impl GateSetup {
     }
 
     pub fn deny(&self, request: &ApprovalRequest) {
-        self.hub.cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
+        self.hub
+            .cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
     }
 
     /// Requests the hub has for `class`.
     pub fn count(&self, class: ActionClass) -> usize {
         runtime().block_on(async {
             let approver = self.hub.approver("alice").await;
-            approver.list(&[]).await.iter().filter(|r| r.action.as_ref().is_some_and(|a| a.class == class as i32)).count()
+            approver
+                .list(&[])
+                .await
+                .iter()
+                .filter(|r| r.action.as_ref().is_some_and(|a| a.class == class as i32))
+                .count()
         })
     }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Waits for `child` and returns its output, panicking after `SLOW`.
@@ -185,7 +242,10 @@ pub fn finish(child: Child) -> Output {
     match rx.recv_timeout(SLOW) {
         Ok(out) => out.expect("wait"),
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             panic!("process {pid} did not finish within {SLOW:?}")
         }
     }
@@ -208,7 +268,9 @@ pub fn assert_eperm(out: &Output) {
 
 /// Waits until `pid` is stopped (the hold's SIGSTOP landed).
 pub fn wait_stopped(pid: u32) {
-    crate::wait_for(SLOW, "the held process to stop", || (process::state(pid) == Some('T')).then_some(()));
+    crate::wait_for(SLOW, "the held process to stop", || {
+        (process::state(pid) == Some('T')).then_some(())
+    });
 }
 
 /// Polls `f` for up to `SLOW`.
@@ -219,4 +281,17 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// A short pause to let a wrongly emitted event reach the hub before asserting none did.
 pub fn settle() {
     std::thread::sleep(Duration::from_secs(2));
+}
+
+impl Drop for GateSetup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.agent.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- agent log (last 40 lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
 }

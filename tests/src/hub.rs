@@ -6,12 +6,12 @@ use std::{
 };
 
 use airlock_proto::v1::{
-    approver_service_client::ApproverServiceClient, ApprovalRequest, ListRequest, RequestState,
-    WatchEvent, WatchRequest, watch_event,
+    ApprovalRequest, ListRequest, RequestState, WatchEvent, WatchRequest,
+    approver_service_client::ApproverServiceClient, watch_event,
 };
-use tonic::{metadata::MetadataValue, Request};
+use tonic::{Request, metadata::MetadataValue};
 
-use crate::{airlock_bin, free_port, wait_for, SLOW};
+use crate::{SLOW, airlock_bin, free_port, wait_for};
 
 pub struct Hub {
     pub url: String,
@@ -24,14 +24,27 @@ impl Hub {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(airlock_bin())
-            .args(["hub", "serve", "--dev-tokens", "--listen", &listen, "--default-ttl", default_ttl])
+            .args([
+                "hub",
+                "serve",
+                "--dev-tokens",
+                "--listen",
+                &listen,
+                "--default-ttl",
+                default_ttl,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn hub");
-        wait_for(SLOW, "the hub to listen", || std::net::TcpStream::connect(&listen).ok());
-        Self { url: format!("http://{listen}"), child }
+        wait_for(SLOW, "the hub to listen", || {
+            std::net::TcpStream::connect(&listen).ok()
+        });
+        Self {
+            url: format!("http://{listen}"),
+            child,
+        }
     }
 
     /// Runs the approver CLI (`airlock <args>`) as `principal` against this hub.
@@ -64,7 +77,10 @@ impl Hub {
             .connect()
             .await
             .expect("connect to hub");
-        Approver { client: ApproverServiceClient::new(channel), principal: principal.to_owned() }
+        Approver {
+            client: ApproverServiceClient::new(channel),
+            principal: principal.to_owned(),
+        }
     }
 }
 
@@ -84,14 +100,26 @@ impl Approver {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         let md = request.metadata_mut();
-        md.insert("x-airlock-principal", MetadataValue::try_from(self.principal.as_str()).expect("ascii"));
+        md.insert(
+            "x-airlock-principal",
+            MetadataValue::try_from(self.principal.as_str()).expect("ascii"),
+        );
         md.insert("x-airlock-role", MetadataValue::from_static("approver"));
         request
     }
 
     pub async fn list(&self, states: &[RequestState]) -> Vec<ApprovalRequest> {
-        let message = ListRequest { states: states.iter().map(|s| *s as i32).collect(), limit: 1000 };
-        self.client.clone().list(self.request(message)).await.expect("list").into_inner().requests
+        let message = ListRequest {
+            states: states.iter().map(|s| *s as i32).collect(),
+            limit: 1000,
+        };
+        self.client
+            .clone()
+            .list(self.request(message))
+            .await
+            .expect("list")
+            .into_inner()
+            .requests
     }
 
     /// Opens a Watch stream and returns the first request (from the snapshot or a change)
@@ -134,10 +162,16 @@ impl Approver {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let all = self.list(&[]).await;
-            if let Some(r) = all.into_iter().find(|r| r.id == id && r.state != RequestState::Pending as i32) {
+            if let Some(r) = all
+                .into_iter()
+                .find(|r| r.id == id && r.state != RequestState::Pending as i32)
+            {
                 return r;
             }
-            assert!(tokio::time::Instant::now() < deadline, "request {id} still pending after {timeout:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {id} still pending after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

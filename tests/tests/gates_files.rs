@@ -7,7 +7,7 @@ use std::{path::Path, process::Command};
 
 use airlock_proto::v1::ActionClass;
 use airlock_tests::{
-    gates::{assert_eperm, finish, settle, stdout, wait_stopped, GateSetup},
+    gates::{GateSetup, assert_eperm, finish, settle, stdout, wait_stopped},
     process,
 };
 
@@ -26,7 +26,11 @@ fn setup(name: &str) -> GateSetup {
 
 fn opened_file(s: &GateSetup, pid: u32) -> (airlock_proto::v1::ApprovalRequest, String) {
     let request = s.request_for(ActionClass::Open, pid);
-    let file = request.action.as_ref().map(|a| a.file.clone()).unwrap_or_default();
+    let file = request
+        .action
+        .as_ref()
+        .map(|a| a.file.clone())
+        .unwrap_or_default();
     (request, file)
 }
 
@@ -54,8 +58,14 @@ fn credential_read_is_held_then_approved_or_denied() {
 
     // Other files and out-of-scope readers are never asked about.
     let plain = s.dir.path().join("plain.txt").display().to_string();
-    assert_eq!(stdout(&finish(s.spawn(probe(), &["cat", &plain]))), "not a secret\n");
-    let out = Command::new(probe()).args(["cat", &secret_str]).output().expect("run");
+    assert_eq!(
+        stdout(&finish(s.spawn(probe(), &["cat", &plain]))),
+        "not a secret\n"
+    );
+    let out = Command::new(probe())
+        .args(["cat", &secret_str])
+        .output()
+        .expect("run");
     assert_eq!(stdout(&out), SECRET);
     settle();
     assert_eq!(s.count(ActionClass::Open), 2);
@@ -73,11 +83,36 @@ fn no_path_dodges_the_inode_match() {
     let proc_root = format!("/proc/self/root{}", secret.display());
 
     let cases: Vec<(&str, Vec<String>, Option<&Path>, String)> = vec![
-        ("symlink", vec!["cat".into(), d("innocent-link")], None, secret.display().to_string()),
-        ("hardlink", vec!["cat".into(), d("innocent-hardlink")], None, d("innocent-hardlink")),
-        ("relative", vec!["cat".into(), "creds/aws.key".into()], Some(dir), secret.display().to_string()),
-        ("proc-root", vec!["cat".into(), proc_root], None, secret.display().to_string()),
-        ("openat2", vec!["openat2".into(), secret.display().to_string()], None, secret.display().to_string()),
+        (
+            "symlink",
+            vec!["cat".into(), d("innocent-link")],
+            None,
+            secret.display().to_string(),
+        ),
+        (
+            "hardlink",
+            vec!["cat".into(), d("innocent-hardlink")],
+            None,
+            d("innocent-hardlink"),
+        ),
+        (
+            "relative",
+            vec!["cat".into(), "creds/aws.key".into()],
+            Some(dir),
+            secret.display().to_string(),
+        ),
+        (
+            "proc-root",
+            vec!["cat".into(), proc_root],
+            None,
+            secret.display().to_string(),
+        ),
+        (
+            "openat2",
+            vec!["openat2".into(), secret.display().to_string()],
+            None,
+            secret.display().to_string(),
+        ),
     ];
     for (name, args, cwd, expected_path) in cases {
         let mut cmd = Command::new(probe());
@@ -118,7 +153,10 @@ fn files_that_appear_or_are_replaced_later_are_held() {
     // The agent re-resolves every 2 s.
     std::thread::sleep(std::time::Duration::from_secs(5));
 
-    for (path, content) in [(fresh.clone(), "NEW\n"), (dir.join("creds/aws.key"), "ROTATED\n")] {
+    for (path, content) in [
+        (fresh.clone(), "NEW\n"),
+        (dir.join("creds/aws.key"), "ROTATED\n"),
+    ] {
         let child = s.spawn(probe(), &["cat", &path.display().to_string()]);
         let (request, file) = opened_file(&s, child.id());
         assert_eq!(file, path.display().to_string());

@@ -8,7 +8,10 @@ use std::{path::Path, process::Command};
 use airlock_proto::v1::ActionClass;
 use airlock_tests::{
     cgroup::TestCgroup,
-    gates::{assert_eperm, eventually, finish, stdout, wait_stopped, EchoServer, GateSetup, HELD_V4, HELD_V6},
+    gates::{
+        EchoServer, GateSetup, HELD_V4, HELD_V6, assert_eperm, eventually, finish, stdout,
+        wait_stopped,
+    },
     process,
 };
 
@@ -25,14 +28,25 @@ fn a_double_forked_setsid_daemon_is_still_held() {
     let out_str = out_file.display().to_string();
     let port = server.port.to_string();
     let parent = finish(s.spawn(probe(), &["daemonize", &out_str, "connect", HELD_V4, &port]));
-    assert_eq!(stdout(&parent), "parent exits\n", "the launcher returns at once");
+    assert_eq!(
+        stdout(&parent),
+        "parent exits\n",
+        "the launcher returns at once"
+    );
     let request = s.request_for(ActionClass::Connect, 0);
-    let actor = request.action.as_ref().and_then(|a| a.actor.clone()).expect("actor");
+    let actor = request
+        .action
+        .as_ref()
+        .and_then(|a| a.actor.clone())
+        .expect("actor");
     assert_eq!(process::state(actor.pid), Some('T'));
     s.approve(&request);
     let done = format!("{out_str}.done");
     eventually("the daemon to finish", || Path::new(&done).exists());
-    assert_eq!(std::fs::read_to_string(&out_file).expect("out"), "connected\npong ping\n");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).expect("out"),
+        "connected\npong ping\n"
+    );
 }
 
 #[test]
@@ -44,11 +58,24 @@ fn moving_to_another_cgroup_does_not_unwatch() {
     let port = server.port.to_string();
     let child = s.spawn(
         probe(),
-        &["move-cgroup", &elsewhere.path.display().to_string(), "connect", HELD_V4, &port],
+        &[
+            "move-cgroup",
+            &elsewhere.path.display().to_string(),
+            "connect",
+            HELD_V4,
+            &port,
+        ],
     );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let cgroup = request.action.as_ref().map(|a| a.cgroup.clone()).unwrap_or_default();
-    assert!(cgroup.contains("scope-move-elsewhere"), "it did move: {cgroup}");
+    let cgroup = request
+        .action
+        .as_ref()
+        .map(|a| a.cgroup.clone())
+        .unwrap_or_default();
+    assert!(
+        cgroup.contains("scope-move-elsewhere"),
+        "it did move: {cgroup}"
+    );
     s.deny(&request);
     assert_eperm(&finish(child));
 }
@@ -70,18 +97,30 @@ fn processes_running_before_the_agent_started_are_in_scope() {
         let child = process::spawn_in(
             &cgroup.path,
             Command::new(probe()).args([
-                "fork-child", "move-cgroup", &elsewhere_str, "wait-file", &trigger_str, "connect", HELD_V4, &port,
+                "fork-child",
+                "move-cgroup",
+                &elsewhere_str,
+                "wait-file",
+                &trigger_str,
+                "connect",
+                HELD_V4,
+                &port,
             ]),
         );
         eventually("the child to move", || {
-            std::fs::read_to_string(elsewhere.path.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+            std::fs::read_to_string(elsewhere.path.join("cgroup.procs"))
+                .is_ok_and(|p| !p.trim().is_empty())
         });
         early = Some(child);
     });
     let parent = early.expect("spawned");
     std::fs::write(&trigger, "").expect("trigger");
     let request = s.request_for(ActionClass::Connect, 0);
-    let actor = request.action.as_ref().and_then(|a| a.actor.clone()).expect("actor");
+    let actor = request
+        .action
+        .as_ref()
+        .and_then(|a| a.actor.clone())
+        .expect("actor");
     assert_ne!(actor.pid, parent.id(), "the moved child is the one held");
     s.approve(&request);
     let out = finish(parent);
@@ -106,7 +145,10 @@ fn the_daemon_cannot_be_killed_traced_or_tampered_with_from_scope() {
         let out = finish(s.spawn(probe(), &args));
         assert_eperm(&out);
     }
-    assert!(process::state(s.agent.pid()).is_some_and(|st| st != 'Z'), "the agent is alive");
+    assert!(
+        process::state(s.agent.pid()).is_some_and(|st| st != 'Z'),
+        "the agent is alive"
+    );
     // The same calls from outside the scope are not the gate's business.
     let out = Command::new(probe()).arg("bpf").output().expect("run");
     assert_eq!(stdout(&out), "bpf allowed\n");
@@ -116,10 +158,19 @@ fn the_daemon_cannot_be_killed_traced_or_tampered_with_from_scope() {
         .filter(|r| r["kind"] == "protect")
         .map(|r| r["rule"].as_str().unwrap_or_default().to_owned())
         .collect();
-    for rule in ["protect.kill", "protect.ptrace", "protect.bpf", "protect.write"] {
+    for rule in [
+        "protect.kill",
+        "protect.ptrace",
+        "protect.bpf",
+        "protect.write",
+    ] {
         assert!(rules.iter().any(|r| r == rule), "{rule} audited: {rules:?}");
     }
-    assert!(!std::fs::read_to_string(&audit).expect("audit").contains("tampered"));
+    assert!(
+        !std::fs::read_to_string(&audit)
+            .expect("audit")
+            .contains("tampered")
+    );
 }
 
 #[test]
@@ -137,7 +188,11 @@ fn a_crashed_daemon_leaves_the_gates_up_and_a_restart_readopts_held_tasks() {
     wait_stopped(second.id());
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(process::state(first.id()), Some('T'), "still held");
-    assert_eq!(server.accepted(), 0, "nothing got through while the daemon was down");
+    assert_eq!(
+        server.accepted(),
+        0,
+        "nothing got through while the daemon was down"
+    );
 
     s.restart_agent_after_crash();
     let again = s.request_for_except(ActionClass::Connect, first.id(), &[&old.id]);

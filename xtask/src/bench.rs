@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 use crate::{
     paths,
@@ -39,14 +39,31 @@ pub fn run(opts: &Options) -> Result<()> {
         other => bail!("unknown kernel `{other}`; use 6.1 or 6.12"),
     };
     let root = paths::workspace_root();
-    run_status(Command::new("cargo").current_dir(&root).env("AIRLOCK_REQUIRE_EBPF", "1").args(["build", "-p", "airlock-agent"]))?;
-    run_status(Command::new("cargo").current_dir(&root).args(["build", "-p", "airlock-tests", "--bins"]))?;
+    run_status(
+        Command::new("cargo")
+            .current_dir(&root)
+            .env("AIRLOCK_REQUIRE_EBPF", "1")
+            .args(["build", "-p", "airlock-agent"]),
+    )?;
+    run_status(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "-p",
+        "airlock-tests",
+        "--bins",
+    ]))?;
     let driver = paths::target_dir().join("debug/gate_bench");
-    let mut spec = GuestSpec::new(kernel, [driver.display().to_string(), opts.iterations.to_string()]);
+    let mut spec = GuestSpec::new(
+        kernel,
+        [driver.display().to_string(), opts.iterations.to_string()],
+    );
     spec.timeout = std::time::Duration::from_secs(1800);
     let outcome = vm::run_in_guest(&spec)?;
     if outcome.exit_code != 0 {
-        bail!("the bench driver exited with {} on {}", outcome.exit_code, opts.kernel);
+        bail!(
+            "the bench driver exited with {} on {}",
+            outcome.exit_code,
+            opts.kernel
+        );
     }
     Ok(())
 }

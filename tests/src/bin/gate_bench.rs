@@ -22,7 +22,9 @@ use airlock_tests::{
 const ROUNDS: usize = 5;
 
 fn probe() -> PathBuf {
-    std::env::current_exe().expect("exe").with_file_name("gate_probe")
+    std::env::current_exe()
+        .expect("exe")
+        .with_file_name("gate_probe")
 }
 
 fn run(cgroup: Option<&Path>, kind: &str, n: u32, arg: &str) -> u128 {
@@ -30,15 +32,27 @@ fn run(cgroup: Option<&Path>, kind: &str, n: u32, arg: &str) -> u128 {
     let mut cmd = Command::new(probe());
     cmd.args(["loop", kind, &n, arg]);
     let out = match cgroup {
-        Some(cg) => process::spawn_in(cg, &mut cmd).wait_with_output().expect("wait"),
+        Some(cg) => process::spawn_in(cg, &mut cmd)
+            .wait_with_output()
+            .expect("wait"),
         None => cmd.output().expect("run"),
     };
-    assert!(out.status.success(), "{kind} loop failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("nanoseconds")
+    assert!(
+        out.status.success(),
+        "{kind} loop failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("nanoseconds")
 }
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port().to_string();
     std::thread::spawn(move || for _ in listener.incoming() {});
@@ -47,7 +61,11 @@ fn main() {
     std::fs::write(&file, "x").expect("write");
     let file = file.display().to_string();
     let cgroup = TestCgroup::new("bench");
-    let loops: [(&str, u32, &str); 3] = [("open", n, &file), ("connect", n / 10, &port), ("exec", n / 200, "")];
+    let loops: [(&str, u32, &str); 3] = [
+        ("open", n, &file),
+        ("connect", n / 10, &port),
+        ("exec", n / 200, ""),
+    ];
 
     // best[loop][config]: config 0 = off/out, 1 = off/in, 2 = on/out, 3 = on/in.
     let mut best = [[u128::MAX; 4]; 3];
@@ -77,7 +95,10 @@ fn main() {
     }
     let kernel = std::env::var("AIRLOCK_VM_KERNEL").unwrap_or_else(|_| "host".into());
     println!("gates bench (kernel {kernel}, best of {ROUNDS} rounds)");
-    println!("{:<10} {:>8} {:>14} {:>14} {:>12} {:>12}", "loop", "iters", "off ns/op", "on ns/op(in)", "out ratio", "in ratio");
+    println!(
+        "{:<10} {:>8} {:>14} {:>14} {:>12} {:>12}",
+        "loop", "iters", "off ns/op", "on ns/op(in)", "out ratio", "in ratio"
+    );
     for (i, (kind, n, _)) in loops.iter().enumerate() {
         let per = |v: u128| v as f64 / f64::from(*n);
         let b = best[i];

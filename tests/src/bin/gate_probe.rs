@@ -44,8 +44,12 @@ fn main() -> ExitCode {
 }
 
 fn addr(host: &str, port: &str) -> std::io::Result<SocketAddr> {
-    let ip: std::net::IpAddr = host.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let port: u16 = port.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -66,13 +70,37 @@ fn run(args: &[String]) -> std::io::Result<()> {
             Ok(())
         }
         "connect-name" => {
-            let port: u16 = a(2).parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let port: u16 = a(2)
+                .parse()
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             let mut s = TcpStream::connect((a(1), port))?;
             println!("connected");
             s.write_all(b"ping\n")?;
             let mut reply = String::new();
             s.read_to_string(&mut reply)?;
             print!("{reply}");
+            Ok(())
+        }
+        "http" | "tls-hello" => {
+            // http ADDR PORT PATH HOST: one S3-shaped PUT; tls-hello ADDR PORT SNI: a ClientHello.
+            let mut s = TcpStream::connect(addr(a(1), a(2))?)?;
+            println!("connected");
+            let payload = if a(0) == "http" {
+                format!(
+                    "PUT {} HTTP/1.1\r\nHost: {}\r\nX-Amz-Content-SHA256: UNSIGNED-PAYLOAD\r\nContent-Length: 4\r\n\r\ndata",
+                    a(3),
+                    a(4)
+                )
+                .into_bytes()
+            } else {
+                let mut hello = client_hello(a(3));
+                hello.push(b'\n');
+                hello
+            };
+            s.write_all(&payload)?;
+            let mut reply = Vec::new();
+            s.read_to_end(&mut reply)?;
+            println!("{}", String::from_utf8_lossy(&reply).trim_end());
             Ok(())
         }
         "udp-send" => {
@@ -90,12 +118,19 @@ fn run(args: &[String]) -> std::io::Result<()> {
             Ok(())
         }
         "openat2" => {
-            let path = CString::new(a(1).as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let path = CString::new(a(1).as_bytes())
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             // struct open_how { u64 flags; u64 mode; u64 resolve; } (user ABI).
             let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0];
             // SAFETY: valid NUL-terminated path and a properly sized open_how.
             let fd = unsafe {
-                libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), how.as_ptr(), size_of::<[u64; 3]>())
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    how.as_ptr(),
+                    size_of::<[u64; 3]>(),
+                )
             };
             if fd < 0 {
                 return Err(last());
@@ -103,10 +138,12 @@ fn run(args: &[String]) -> std::io::Result<()> {
             print_fd(fd as i32)
         }
         "uring-open" => {
-            let path = CString::new(a(1).as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-            let op = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), path.as_ptr())
-                .flags(libc::O_RDONLY)
-                .build();
+            let path = CString::new(a(1).as_bytes())
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let op =
+                io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), path.as_ptr())
+                    .flags(libc::O_RDONLY)
+                    .build();
             let fd = retry_eperm(|| uring_one(op.clone()))?;
             print_fd(fd)
         }
@@ -182,7 +219,9 @@ fn run(args: &[String]) -> std::io::Result<()> {
         "daemonize" => daemonize(a(1), &args[2..]),
         "loop" => bench_loop(a(1), a(2).parse().unwrap_or(1000), a(3)),
         "fork-child" => {
-            let status = std::process::Command::new(std::env::current_exe()?).args(&args[1..]).status()?;
+            let status = std::process::Command::new(std::env::current_exe()?)
+                .args(&args[1..])
+                .status()?;
             println!("child exit {}", status.code().unwrap_or(-1));
             Ok(())
         }
@@ -193,11 +232,39 @@ fn run(args: &[String]) -> std::io::Result<()> {
             exec_self(&args[2..])
         }
         "move-cgroup" => {
-            std::fs::write(format!("{}/cgroup.procs", a(1)), std::process::id().to_string())?;
+            std::fs::write(
+                format!("{}/cgroup.procs", a(1)),
+                std::process::id().to_string(),
+            )?;
             exec_self(&args[2..])
         }
         _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
     }
+}
+
+/// A TLS 1.3-shaped ClientHello carrying only the server_name extension.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let list_len = (name.len() + 3) as u16;
+    let mut ext = vec![0, 0];
+    ext.extend((list_len + 2).to_be_bytes());
+    ext.extend(list_len.to_be_bytes());
+    ext.push(0);
+    ext.extend((name.len() as u16).to_be_bytes());
+    ext.extend(name);
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01, 1, 0]);
+    body.extend((ext.len() as u16).to_be_bytes());
+    body.extend(ext);
+    let mut hs = vec![1, 0];
+    hs.extend((body.len() as u16).to_be_bytes());
+    hs.extend(body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
 }
 
 fn print_fd(fd: i32) -> std::io::Result<()> {
@@ -213,7 +280,8 @@ fn bench_loop(kind: &str, n: u32, arg: &str) -> std::io::Result<()> {
     let start = std::time::Instant::now();
     match kind {
         "open" => {
-            let path = CString::new(arg).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            let path =
+                CString::new(arg).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             for _ in 0..n {
                 // SAFETY: valid path; the fd is closed right away.
                 let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
@@ -257,9 +325,16 @@ fn retry_eperm<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<
 fn uring_one(op: io_uring::squeue::Entry) -> std::io::Result<i32> {
     let mut ring = io_uring::IoUring::new(4)?;
     // SAFETY: every pointer in `op` outlives the submission (we wait for completion here).
-    unsafe { ring.submission().push(&op).map_err(|_| std::io::Error::from_raw_os_error(libc::EBUSY))? };
+    unsafe {
+        ring.submission()
+            .push(&op)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EBUSY))?
+    };
     ring.submit_and_wait(1)?;
-    let cqe = ring.completion().next().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EIO))?;
+    let cqe = ring
+        .completion()
+        .next()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EIO))?;
     if cqe.result() < 0 {
         return Err(std::io::Error::from_raw_os_error(-cqe.result()));
     }
@@ -267,7 +342,11 @@ fn uring_one(op: io_uring::squeue::Entry) -> std::io::Result<i32> {
 }
 
 fn socket2_like(to: &SocketAddr) -> std::io::Result<i32> {
-    let family = if to.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if to.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain syscall.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 { Err(last()) } else { Ok(fd) }
@@ -279,7 +358,9 @@ fn sockaddr(to: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     let len = match to {
         SocketAddr::V4(v4) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as u16;
             sin.sin_port = v4.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
@@ -287,7 +368,9 @@ fn sockaddr(to: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
         SocketAddr::V6(v6) => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as u16;
             sin6.sin6_port = v6.port().to_be();
             sin6.sin6_addr.s6_addr = v6.ip().octets();
@@ -325,7 +408,10 @@ fn daemonize(out: &str, cmd: &[String]) -> std::io::Result<()> {
     }
     // Let go of the launcher's stdout/stderr, as a daemon does, so whoever waits for the
     // launcher's output is not kept waiting by the daemon.
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     for fd in 0..3 {
         // SAFETY: dup2 onto the standard descriptors of this process.
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
@@ -337,7 +423,10 @@ fn daemonize(out: &str, cmd: &[String]) -> std::io::Result<()> {
         .stderr(file)
         .stdin(std::process::Stdio::null())
         .status()?;
-    std::fs::write(format!("{out}.done"), format!("exit {}\n", status.code().unwrap_or(-1)))?;
+    std::fs::write(
+        format!("{out}.done"),
+        format!("exit {}\n", status.code().unwrap_or(-1)),
+    )?;
     let _ = std::path::Path::new(out).as_os_str().as_bytes();
     std::process::exit(0)
 }
