@@ -416,7 +416,7 @@ watch = ["aws", "/usr/bin/scp"]
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("must fail");
         assert!(
             err.to_string()
                 .starts_with("cannot read config file /nonexistent/agent.toml")

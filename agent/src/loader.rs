@@ -316,7 +316,7 @@ fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadErr
 /// only after the new one is attached: there is no moment without the gate.
 fn pin_link(link: FdLink, links_dir: &std::path::Path, name: &str) -> Result<(), LoadError> {
     let final_path = links_dir.join(name);
-    let new_path = links_dir.join(format!("{name}.new"));
+    let new_path = links_dir.join(format!("{name}_new"));
     let _ = std::fs::remove_file(&new_path);
     let pinned = link.pin(&new_path).map_err(|e| LoadError::Pin {
         path: new_path.display().to_string(),
@@ -352,7 +352,7 @@ fn attach_tracepoint(
         let link = tp.take_link(id).map_err(program_err)?;
         let pinned = FdLink::try_from(link)
             .map_err(|e| e.to_string())
-            .and_then(|link| pin_link(link, links_dir, &format!("{name}.{i}")).map_err(|e| e.to_string()));
+            .and_then(|link| pin_link(link, links_dir, &format!("{name}_{i}")).map_err(|e| e.to_string()));
         if let Err(reason) = pinned {
             tracing::warn!(program = name, %reason, "scope tracking is not pinned on this kernel");
             tp.attach(category, point).map_err(program_err)?;

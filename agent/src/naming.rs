@@ -155,7 +155,7 @@ mod tests {
         let name = sni.as_bytes();
         let mut ext = vec![0, 0];
         let list_len = (name.len() + 3) as u16;
-        ext.extend(((list_len + 2) as u16).to_be_bytes());
+        ext.extend((list_len + 2).to_be_bytes());
         ext.extend(list_len.to_be_bytes());
         ext.push(0);
         ext.extend((name.len() as u16).to_be_bytes());
