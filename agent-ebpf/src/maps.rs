@@ -75,7 +75,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 
 /// Filled in by the loader from the config; `.rodata`, frozen.
 #[unsafe(no_mangle)]
-static SETTINGS: Settings = Settings { defer_tcp_to_first_send: 0, _pad: 0 };
+static SETTINGS: Settings = Settings {
+    defer_tcp_to_first_send: 0,
+    _pad: 0,
+};
 
 #[inline(always)]
 pub fn settings() -> Settings {

@@ -139,8 +139,14 @@ fn destination(sock: *const u8, addr: *const u8, addrlen: i32) -> Option<NetKey>
 fn first_send(tgid: u32, sock: u64, dest: &NetKey) -> i32 {
     let key = HoldKey::net(tgid, Hook::Connect, dest);
     let nr = task::syscall_nr();
-    let restartable = !task::is_io_worker() && matches!(nr, NR_WRITE | NR_WRITEV | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG);
-    let answer = hold::gate(&key, restartable, || announce(&key, dest, nr, restartable, true));
+    let restartable = !task::is_io_worker()
+        && matches!(
+            nr,
+            NR_WRITE | NR_WRITEV | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
+        );
+    let answer = hold::gate(&key, restartable, || {
+        announce(&key, dest, nr, restartable, true)
+    });
     if answer == 0 {
         // Approved: the rest of this connection flows freely.
         let _ = DEFERRED.remove(&sock);
@@ -157,7 +163,9 @@ fn gate(hook: Hook, tgid: u32, dest: &NetKey) -> i32 {
     let nr = task::syscall_nr();
     let restartable =
         !task::is_io_worker() && matches!(nr, NR_CONNECT | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG);
-    hold::gate(&key, restartable, || announce(&key, dest, nr, restartable, false))
+    hold::gate(&key, restartable, || {
+        announce(&key, dest, nr, restartable, false)
+    })
 }
 
 #[inline(always)]
@@ -225,13 +233,18 @@ unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
         if buf == 0 || len == 0 {
             return 0;
         }
-        let n = if len >= PAYLOAD_LEN as u64 { PAYLOAD_LEN as u32 } else { len as u32 };
+        let n = if len >= PAYLOAD_LEN as u64 {
+            PAYLOAD_LEN as u32
+        } else {
+            len as u32
+        };
         // The mask keeps the size provably within the buffer for the verifier.
         let n = n & (2 * PAYLOAD_LEN as u32 - 1);
         if n == 0 || n > PAYLOAD_LEN as u32 {
             return 0;
         }
-        if aya_ebpf::helpers::generated::bpf_probe_read_user(dst as *mut _, n, buf as *const _) < 0 {
+        if aya_ebpf::helpers::generated::bpf_probe_read_user(dst as *mut _, n, buf as *const _) < 0
+        {
             return 0;
         }
         n

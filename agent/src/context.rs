@@ -129,7 +129,10 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
             };
             action.class = class as i32;
             let named = crate::naming::name(payload);
-            let hostname = named.hostname.clone().or_else(|| rules.hostname(held.tgid, dest.addr));
+            let hostname = named
+                .hostname
+                .clone()
+                .or_else(|| rules.hostname(held.tgid, dest.addr));
             let mut proto_dest = to_proto_dest(dest);
             proto_dest.hostname = hostname.clone().unwrap_or_default();
             proto_dest.scheme = named.scheme.clone().unwrap_or_default();

@@ -320,7 +320,12 @@ fn pin_link(link: FdLink, links_dir: &std::path::Path, name: &str) -> Result<(),
     let _ = std::fs::remove_file(&new_path);
     let pinned = link.pin(&new_path).map_err(|e| LoadError::Pin {
         path: new_path.display().to_string(),
-        reason: format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+        reason: format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
     })?;
     std::fs::rename(&new_path, &final_path).map_err(|e| LoadError::Pin {
         path: final_path.display().to_string(),
@@ -344,15 +349,17 @@ fn attach_tracepoint(
     let tp: &mut TracePoint = program(ebpf, name)?;
     tp.load().map_err(program_err)?;
     for (i, (category, point)) in points.iter().enumerate() {
-        // Pinned, scope tracking outlives the daemon. Debian 6.12 refuses to pin
-        // perf-event (tracepoint) links with EPERM; the refused link is gone with the
-        // error, so attach again and keep that one with the loaded object: after a crash,
-        // scope then comes from the cgroups and the tasks already recorded.
+        // Pinned, scope tracking outlives the daemon. Should a kernel refuse to pin a
+        // perf-event (tracepoint) link, the refused link is gone with the error: attach
+        // again and keep that one with the loaded object; after a crash scope then comes
+        // from the cgroups and the tasks already recorded.
         let id = tp.attach(category, point).map_err(program_err)?;
         let link = tp.take_link(id).map_err(program_err)?;
         let pinned = FdLink::try_from(link)
             .map_err(|e| e.to_string())
-            .and_then(|link| pin_link(link, links_dir, &format!("{name}_{i}")).map_err(|e| e.to_string()));
+            .and_then(|link| {
+                pin_link(link, links_dir, &format!("{name}_{i}")).map_err(|e| e.to_string())
+            });
         if let Err(reason) = pinned {
             tracing::warn!(program = name, %reason, "scope tracking is not pinned on this kernel");
             tp.attach(category, point).map_err(program_err)?;

@@ -22,7 +22,10 @@ pub struct Named {
 /// only when the host looks like S3 or the request is S3-shaped).
 pub fn name(payload: &[u8]) -> Named {
     if let Some(sni) = tls_sni(payload) {
-        let mut named = Named { scheme: Some("https".into()), ..Default::default() };
+        let mut named = Named {
+            scheme: Some("https".into()),
+            ..Default::default()
+        };
         if let Some(bucket) = virtual_host_bucket(&sni) {
             named.bucket = Some(bucket);
         }
@@ -42,12 +45,17 @@ fn http(payload: &[u8]) -> Option<Named> {
     let request = lines.next()?;
     let mut parts = request.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if !version.starts_with("HTTP/") || method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
+    if !version.starts_with("HTTP/")
+        || method.is_empty()
+        || !method.chars().all(|c| c.is_ascii_uppercase())
+    {
         return None;
     }
-    let host = lines
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_owned()));
+    let host = lines.take_while(|l| !l.is_empty()).find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.trim().to_owned())
+    });
     let path = target.split('?').next().unwrap_or(target);
     let mut named = Named {
         scheme: Some("http".into()),
@@ -63,8 +71,14 @@ fn http(payload: &[u8]) -> Option<Named> {
             named.key = Some(path.trim_start_matches('/').to_owned()).filter(|k| !k.is_empty());
         }
         None if looks_like_s3(host.as_deref(), text) => {
-            named.bucket = path_segments.first().filter(|b| !b.is_empty()).map(|b| (*b).to_owned());
-            named.key = path_segments.get(1).filter(|k| !k.is_empty()).map(|k| (*k).to_owned());
+            named.bucket = path_segments
+                .first()
+                .filter(|b| !b.is_empty())
+                .map(|b| (*b).to_owned());
+            named.key = path_segments
+                .get(1)
+                .filter(|k| !k.is_empty())
+                .map(|k| (*k).to_owned());
         }
         None => {}
     }
@@ -73,7 +87,11 @@ fn http(payload: &[u8]) -> Option<Named> {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host);
+        return host
+            .split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -82,7 +100,9 @@ fn strip_port(host: &str) -> &str {
 fn virtual_host_bucket(host: &str) -> Option<String> {
     let host = strip_port(host);
     let (bucket, rest) = host.split_once('.')?;
-    (rest.starts_with("s3.") || rest.starts_with("s3-")).then(|| bucket.to_owned()).filter(|b| !b.is_empty())
+    (rest.starts_with("s3.") || rest.starts_with("s3-"))
+        .then(|| bucket.to_owned())
+        .filter(|b| !b.is_empty())
 }
 
 /// Path-style S3: an `s3.` host, or AWS SigV4 S3 headers on any endpoint (moto, MinIO).
@@ -135,18 +155,34 @@ mod tests {
     fn http_request_line_host_and_path_style_bucket() {
         let n = name(b"PUT /reports-q3/2026/data.csv?x-id=PutObject HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nX-Amz-Content-SHA256: UNSIGNED-PAYLOAD\r\n\r\n");
         assert_eq!(n.hostname.as_deref(), Some("127.0.0.1"));
-        assert_eq!(n.request_line.as_deref(), Some("PUT /reports-q3/2026/data.csv"));
-        assert_eq!(n.url.as_deref(), Some("http://127.0.0.1:5000/reports-q3/2026/data.csv"));
-        assert_eq!((n.bucket.as_deref(), n.key.as_deref()), (Some("reports-q3"), Some("2026/data.csv")));
+        assert_eq!(
+            n.request_line.as_deref(),
+            Some("PUT /reports-q3/2026/data.csv")
+        );
+        assert_eq!(
+            n.url.as_deref(),
+            Some("http://127.0.0.1:5000/reports-q3/2026/data.csv")
+        );
+        assert_eq!(
+            (n.bucket.as_deref(), n.key.as_deref()),
+            (Some("reports-q3"), Some("2026/data.csv"))
+        );
     }
 
     #[test]
     fn virtual_host_style_bucket() {
-        let n = name(b"GET /k/v.txt HTTP/1.1\r\nhost: my-bucket.s3.eu-west-1.amazonaws.com\r\n\r\n");
-        assert_eq!((n.bucket.as_deref(), n.key.as_deref()), (Some("my-bucket"), Some("k/v.txt")));
+        let n =
+            name(b"GET /k/v.txt HTTP/1.1\r\nhost: my-bucket.s3.eu-west-1.amazonaws.com\r\n\r\n");
+        assert_eq!(
+            (n.bucket.as_deref(), n.key.as_deref()),
+            (Some("my-bucket"), Some("k/v.txt"))
+        );
         // Plain web traffic names no bucket.
         let n = name(b"GET /index.html HTTP/1.1\r\nHost: example.org\r\n\r\n");
-        assert_eq!((n.hostname.as_deref(), n.bucket), (Some("example.org"), None));
+        assert_eq!(
+            (n.hostname.as_deref(), n.bucket),
+            (Some("example.org"), None)
+        );
         assert_eq!(name(b"\x00\x01binary"), Named::default());
     }
 
@@ -180,7 +216,14 @@ mod tests {
     fn tls_sni_names_host_and_virtual_host_bucket() {
         let n = name(&client_hello("reports-q3.s3.amazonaws.com"));
         assert_eq!(n.hostname.as_deref(), Some("reports-q3.s3.amazonaws.com"));
-        assert_eq!((n.scheme.as_deref(), n.bucket.as_deref()), (Some("https"), Some("reports-q3")));
-        assert_eq!(tls_sni(&client_hello("example.org")[..30]), None, "truncated");
+        assert_eq!(
+            (n.scheme.as_deref(), n.bucket.as_deref()),
+            (Some("https"), Some("reports-q3"))
+        );
+        assert_eq!(
+            tls_sni(&client_hello("example.org")[..30]),
+            None,
+            "truncated"
+        );
     }
 }

@@ -78,7 +78,7 @@ impl EchoServer {
                 std::thread::spawn(move || {
                     let mut line = String::new();
                     let mut reader = BufReader::new(&stream);
-                    if reader.read_line(&mut line).is_ok() {
+                    if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                         if let Ok(mut v) = seen_lines.lock() {
                             v.push(String::from_utf8_lossy(line.as_bytes()).into_owned());
                         }
@@ -133,7 +133,11 @@ impl GateSetup {
     }
 
     /// As [`GateSetup::start`], with `extra` lines added to the `[egress]` section.
-    pub fn start_with(name: &str, extra_egress: &str, prepare: impl FnOnce(&TestCgroup, &Path)) -> Self {
+    pub fn start_with(
+        name: &str,
+        extra_egress: &str,
+        prepare: impl FnOnce(&TestCgroup, &Path),
+    ) -> Self {
         add_test_addresses();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("creds")).expect("mkdir");

@@ -198,33 +198,79 @@ fn held_at_first_send_the_request_names_url_bucket_and_sni() {
     let host = format!("{HELD_V4}:{port}");
 
     // Path-style S3 over HTTP, approved: the bucket and key are in the request.
-    let child = s.spawn(probe(), &["http", HELD_V4, &port, "/reports-q3/2026/data.csv", &host]);
+    let child = s.spawn(
+        probe(),
+        &["http", HELD_V4, &port, "/reports-q3/2026/data.csv", &host],
+    );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request.action.as_ref().and_then(|a| a.destination.clone()).expect("destination");
-    assert_eq!((dest.bucket.as_str(), dest.key.as_str()), ("reports-q3", "2026/data.csv"));
+    let dest = request
+        .action
+        .as_ref()
+        .and_then(|a| a.destination.clone())
+        .expect("destination");
+    assert_eq!(
+        (dest.bucket.as_str(), dest.key.as_str()),
+        ("reports-q3", "2026/data.csv")
+    );
     assert_eq!(dest.url, format!("http://{host}/reports-q3/2026/data.csv"));
-    assert_eq!((dest.scheme.as_str(), dest.hostname.as_str()), ("http", HELD_V4));
-    assert!(server.lines.lock().expect("lock").is_empty(), "no payload byte left while held");
+    assert_eq!(
+        (dest.scheme.as_str(), dest.hostname.as_str()),
+        ("http", HELD_V4)
+    );
+    assert!(
+        server.lines.lock().expect("lock").is_empty(),
+        "no payload byte left while held"
+    );
     s.approve(&request);
     let out = finish(child);
-    assert_eq!(stdout(&out), "connected\npong PUT /reports-q3/2026/data.csv HTTP/1.1\n", "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "connected\npong PUT /reports-q3/2026/data.csv HTTP/1.1\n",
+        "{out:?}"
+    );
 
     // Another bucket, denied: the send fails, nothing reaches the server.
-    let child = s.spawn(probe(), &["http", HELD_V4, &port, "/anything-else/x", &host]);
+    let child = s.spawn(
+        probe(),
+        &["http", HELD_V4, &port, "/anything-else/x", &host],
+    );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request.action.as_ref().and_then(|a| a.destination.clone()).expect("destination");
+    let dest = request
+        .action
+        .as_ref()
+        .and_then(|a| a.destination.clone())
+        .expect("destination");
     assert_eq!(dest.bucket, "anything-else");
     s.deny(&request);
     assert_eperm(&finish(child));
 
     // TLS: the SNI names the host, and a virtual-host S3 name its bucket.
-    let child = s.spawn(probe(), &["tls-hello", HELD_V6, &port, "exports.s3.eu-west-1.amazonaws.com"]);
+    let child = s.spawn(
+        probe(),
+        &[
+            "tls-hello",
+            HELD_V6,
+            &port,
+            "exports.s3.eu-west-1.amazonaws.com",
+        ],
+    );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request.action.as_ref().and_then(|a| a.destination.clone()).expect("destination");
-    assert_eq!((dest.hostname.as_str(), dest.scheme.as_str()), ("exports.s3.eu-west-1.amazonaws.com", "https"));
+    let dest = request
+        .action
+        .as_ref()
+        .and_then(|a| a.destination.clone())
+        .expect("destination");
+    assert_eq!(
+        (dest.hostname.as_str(), dest.scheme.as_str()),
+        ("exports.s3.eu-west-1.amazonaws.com", "https")
+    );
     assert_eq!(dest.bucket, "exports");
     s.deny(&request);
     assert_eperm(&finish(child));
     settle();
-    assert_eq!(server.lines.lock().expect("lock").len(), 1, "only the approved request arrived");
+    assert_eq!(
+        server.lines.lock().expect("lock").len(),
+        1,
+        "only the approved request arrived"
+    );
 }
