@@ -77,11 +77,15 @@ fn main() {
         ttl: "120s",
     };
     for round in 0..ROUNDS {
-        for agent_on in [false, true] {
+        // Alternate which configuration goes first, so drift favours neither.
+        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for agent_on in order {
             let agent = agent_on.then(|| Agent::start(&spec));
             // Let the daemon finish starting (the /proc walk, the first refresh, the hub
             // stream) so its own start-up work is not billed to the loops.
-            std::thread::sleep(std::time::Duration::from_secs(if agent_on { 5 } else { 1 }));
+            // The same pause with the agent off, so both see an equally idle machine (a
+            // stopped agent's maps and links are freed by kernel work after it exits).
+            std::thread::sleep(std::time::Duration::from_secs(5));
             for (i, (kind, n, arg)) in loops.iter().enumerate() {
                 let out = run(None, kind, *n, arg);
                 let inside = run(Some(&cgroup.path), kind, *n, arg);
