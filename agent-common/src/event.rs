@@ -1,6 +1,6 @@
 //! Events sent from the BPF programs to the daemon through the ring buffer.
 
-use crate::hold::{HoldKey, InodeKey};
+use crate::hold::{HoldKey, InodeKey, NetKey};
 
 /// Bytes reserved for a path (`bpf_d_path` output, NUL-terminated).
 pub const PATH_LEN: usize = 256;
@@ -18,16 +18,89 @@ pub const ARGV_MAX_ARGS: usize = 64;
 pub enum EventKind {
     /// A watched exec was held: [`ExecEvent`].
     ExecHeld = 1,
+    /// A connect or send outside the allow list was held (or, from io_uring, denied
+    /// pending approval): [`NetEvent`].
+    NetHeld = 2,
+    /// A credential file open was held: [`FileEvent`].
+    OpenHeld = 3,
+    /// A self-protection rule denied an action at once: [`DeniedEvent`].
+    Denied = 4,
 }
 
 impl EventKind {
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
             1 => Some(Self::ExecHeld),
+            2 => Some(Self::NetHeld),
+            3 => Some(Self::OpenHeld),
+            4 => Some(Self::Denied),
             _ => None,
         }
     }
 }
+
+/// How the gate answered the caller when it announced the action.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldMode {
+    /// The task is stopped and its syscall restarts once a verdict is written.
+    Stopped = 0,
+    /// The action came through io_uring (or another context that cannot be restarted):
+    /// it failed with EPERM now; an approval leaves a one-shot verdict that lets the
+    /// caller's retry through.
+    DeniedUntilApproved = 1,
+}
+
+/// Bytes of the first payload captured when a TCP connection is held at its first send.
+pub const PAYLOAD_LEN: usize = 512;
+
+/// A held connect or datagram send.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    pub dest: NetKey,
+    /// [`HoldMode`] as `u32`.
+    pub mode: u32,
+    /// Syscall number the task was in (connect, sendto, io_uring_enter...).
+    pub syscall: u32,
+    /// Bytes of `payload` in use (0: held at connect, nothing sent yet).
+    pub payload_len: u32,
+    pub _pad: u32,
+    /// The start of the first payload (HTTP request line and headers, TLS ClientHello).
+    pub payload: [u8; PAYLOAD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<NetEvent>() == 80 + 24 + 16 + PAYLOAD_LEN);
+
+/// A held credential-file open.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    pub file: InodeKey,
+    /// [`HoldMode`] as `u32`.
+    pub mode: u32,
+    /// `file->f_flags` (O_RDONLY, O_WRONLY...).
+    pub flags: u32,
+    /// `bpf_d_path` of the opened file (NUL-terminated).
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 80 + 16 + 8 + PATH_LEN);
+
+/// An action a self-protection rule refused (EPERM) without asking anyone.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DeniedEvent {
+    /// `header.hold.hook` names the rule ([`crate::Hook`]); `header.hold.object[0]` the
+    /// target (signal: target tgid; ptrace: target tgid; bpf: command; write: inode).
+    pub header: EventHeader,
+    /// Signal number for kills, ptrace mode for ptrace, 0 otherwise.
+    pub detail: u32,
+    pub _pad: u32,
+    /// Path of the protected file for writes (NUL-terminated), else empty.
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 80 + 8 + PATH_LEN);
 
 /// Fields every event carries.
 #[repr(C)]
@@ -48,7 +121,7 @@ pub struct EventHeader {
     /// Task name (`comm`), NUL-padded.
     pub comm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 72);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 80);
 
 /// A held `execve`: which binary, and with which arguments.
 #[repr(C)]
@@ -70,4 +143,5 @@ pub struct ExecEvent {
     /// NUL-separated arguments.
     pub argv: [u8; ARGV_BUF_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 72 + 16 + 16 + 2 * PATH_LEN + ARGV_BUF_LEN);
+const _: () =
+    assert!(core::mem::size_of::<ExecEvent>() == 80 + 16 + 16 + 2 * PATH_LEN + ARGV_BUF_LEN);

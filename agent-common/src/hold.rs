@@ -10,6 +10,20 @@
 pub enum Hook {
     /// `bprm_check_security`: exec of a watched binary.
     Exec = 1,
+    /// `socket_connect`: connect to a destination outside the allow list.
+    Connect = 2,
+    /// `socket_sendmsg`: datagram to an explicit destination outside the allow list.
+    Send = 3,
+    /// `file_open`: open of a credential file.
+    Open = 4,
+    /// Self-protection (never held, denied at once): signal to the daemon.
+    Kill = 5,
+    /// Self-protection: ptrace of the daemon.
+    Ptrace = 6,
+    /// Self-protection: a `bpf()` call.
+    Bpf = 7,
+    /// Self-protection: open of one of the agent's own files for writing.
+    WriteProtected = 8,
 }
 
 impl Hook {
@@ -17,6 +31,13 @@ impl Hook {
     pub const fn from_raw(raw: u32) -> Option<Self> {
         match raw {
             1 => Some(Self::Exec),
+            2 => Some(Self::Connect),
+            3 => Some(Self::Send),
+            4 => Some(Self::Open),
+            5 => Some(Self::Kill),
+            6 => Some(Self::Ptrace),
+            7 => Some(Self::Bpf),
+            8 => Some(Self::WriteProtected),
             _ => None,
         }
     }
@@ -49,20 +70,82 @@ pub struct HoldKey {
     pub tgid: u32,
     /// [`Hook`] as `u32`.
     pub hook: u32,
-    /// Hook-specific identity of the object; for exec the binary's [`InodeKey`] words.
-    pub object: [u64; 2],
+    /// Hook-specific identity of the object: for exec and open the file's [`InodeKey`]
+    /// words; for connect and send the destination ([`NetKey`] words).
+    pub object: [u64; 3],
 }
-const _: () = assert!(core::mem::size_of::<HoldKey>() == 24);
+const _: () = assert!(core::mem::size_of::<HoldKey>() == 32);
 
 impl HoldKey {
     pub const fn exec(tgid: u32, binary: InodeKey) -> Self {
+        Self::file(tgid, Hook::Exec, binary)
+    }
+
+    /// A hold on a file identity (exec or open).
+    pub const fn file(tgid: u32, hook: Hook, file: InodeKey) -> Self {
         Self {
             tgid,
-            hook: Hook::Exec as u32,
-            object: [binary.ino, binary.dev as u64],
+            hook: hook as u32,
+            object: [file.ino, file.dev as u64, 0],
+        }
+    }
+
+    /// A hold on a network destination (connect or send).
+    pub const fn net(tgid: u32, hook: Hook, dest: &NetKey) -> Self {
+        Self {
+            tgid,
+            hook: hook as u32,
+            object: [
+                u64::from_ne_bytes(first_half(&dest.addr)),
+                u64::from_ne_bytes(second_half(&dest.addr)),
+                (dest.port as u64) | ((dest.protocol as u64) << 16) | ((dest.family as u64) << 32),
+            ],
         }
     }
 }
+
+const fn first_half(a: &[u8; 16]) -> [u8; 8] {
+    [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]
+}
+
+const fn second_half(a: &[u8; 16]) -> [u8; 8] {
+    [a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]
+}
+
+/// Address family values (`AF_INET`, `AF_INET6`), user ABI.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// `IPPROTO_TCP` / `IPPROTO_UDP`.
+pub const PROTO_TCP: u16 = 6;
+pub const PROTO_UDP: u16 = 17;
+
+/// A network destination as the gates see it. IPv4 addresses are stored v4-mapped
+/// (`::ffff:a.b.c.d`), so one LPM trie of 128-bit keys covers both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NetKey {
+    /// Address in network byte order (v4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Port in host byte order.
+    pub port: u16,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub protocol: u16,
+    /// [`AF_INET`] or [`AF_INET6`]: what the caller used.
+    pub family: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<NetKey>() == 24);
+
+/// Key of the allowed-destinations LPM trie: the prefix length (in bits of the 128-bit
+/// v4-mapped address) followed by the address; the layout of the kernel's
+/// `struct bpf_lpm_trie_key` with 16 data bytes.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowKey {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<AllowKey>() == 20);
 
 /// The answer user space leaves for a held action. Stored as `u32` in the verdict map.
 #[repr(u32)]
@@ -82,4 +165,33 @@ impl Verdict {
             _ => None,
         }
     }
+}
+
+/// Bytes kept of a resolved host name.
+pub const HOSTNAME_LEN: usize = 128;
+
+/// Key of the resolver cache: which process resolved a name to which address (v4-mapped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub tgid: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<DnsKey>() == 20);
+
+/// A host name as the process asked its resolver (NUL-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostName {
+    pub name: [u8; HOSTNAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<HostName>() == HOSTNAME_LEN);
+
+/// A `getaddrinfo` call in flight: the name asked for and where the answer goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsCall {
+    /// User pointer `struct addrinfo **res`.
+    pub res: u64,
+    pub name: HostName,
 }

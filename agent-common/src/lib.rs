@@ -13,6 +13,11 @@ pub mod offsets;
 #[cfg(feature = "user")]
 mod user;
 
-pub use event::{ExecEvent, EventHeader, EventKind, ARGV_BUF_LEN, ARGV_MAX_ARGS, PATH_LEN};
-pub use hold::{HoldKey, Hook, InodeKey, Verdict};
-pub use offsets::KernelOffsets;
+pub use event::{
+    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent,
+    HoldMode, NetEvent, PATH_LEN, PAYLOAD_LEN,
+};
+pub use hold::{
+    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, Verdict,
+};
+pub use offsets::{KernelOffsets, Settings};

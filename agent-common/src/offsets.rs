@@ -24,5 +24,32 @@ pub struct KernelOffsets {
     pub sb_s_dev: u32,
     /// `child_pid` in the `sched_process_fork` tracepoint record.
     pub tp_fork_child_pid: u32,
+    /// `socket.type` (SOCK_STREAM, SOCK_DGRAM...).
+    pub socket_type: u32,
+    /// `file.f_flags`
+    pub file_f_flags: u32,
+    /// `file.f_mode`
+    pub file_f_mode: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.flags` (PF_IO_WORKER tells an io_uring worker).
+    pub task_flags: u32,
+    /// `msghdr.msg_name`
+    pub msghdr_msg_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_msg_namelen: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+
+/// Behaviour fixed at load time (`.rodata`, frozen like [`KernelOffsets`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Non-zero: a TCP connect outside the allow list is let through and the connection is
+    /// held at its first send instead, so the request can name the host, URL and bucket
+    /// from the payload (HTTP request line + Host, TLS SNI). No payload byte leaves first.
+    pub defer_tcp_to_first_send: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);

@@ -5,14 +5,13 @@
 //! syscall returns (`sys_exit_execve*` clears it, success or failure).
 
 use agent_common::{
-    event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
     EventKind, ExecEvent, HoldKey, InodeKey, PATH_LEN,
+    event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
 };
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{
             bpf_d_path, bpf_get_current_task_btf, bpf_probe_read_kernel_str,
             bpf_probe_read_user_str, bpf_task_pt_regs,
@@ -23,8 +22,9 @@ use aya_ebpf::{
 
 use crate::{
     hold::{self, Answer, EPERM},
-    maps::{offsets, EVENTS, EXEC_APPROVED, WATCHED_EXEC},
+    maps::{EVENTS, EXEC_APPROVED, WATCHED_EXEC, offsets},
     scope::current_in_scope,
+    task::{NR_EXECVE, NR_EXECVEAT, PT_REGS_ORIG_AX, fill_header},
 };
 
 const _: () = assert!(ARGV_READ_LIMIT * 2 == ARGV_BUF_LEN && ARGV_READ_LIMIT.is_power_of_two());
@@ -32,9 +32,6 @@ const _: () = assert!(ARGV_READ_LIMIT * 2 == ARGV_BUF_LEN && ARGV_READ_LIMIT.is_
 /// x86_64 `struct pt_regs` offsets (user ABI, fixed) and syscall numbers.
 const PT_REGS_DX: usize = 96;
 const PT_REGS_SI: usize = 104;
-const PT_REGS_ORIG_AX: usize = 120;
-const NR_EXECVE: u64 = 59;
-const NR_EXECVEAT: u64 = 322;
 
 pub fn check(ctx: &LsmContext) -> i32 {
     // A previous LSM already refused: keep its answer.
@@ -82,28 +79,12 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // field is written through raw pointers so nothing large lands on the 512-byte stack.
     unsafe {
         let event = entry.as_mut_ptr();
-        fill_header(event, key, now);
+        fill_header(&mut (*event).header, EventKind::ExecHeld, key, now);
         (*event).binary = binary;
         fill_paths(event, bprm, file);
         fill_argv(event);
     }
     hold::hold(&key, entry, now)
-}
-
-/// # Safety
-/// `event` must point to a writable `ExecEvent`.
-#[inline(always)]
-unsafe fn fill_header(event: *mut ExecEvent, key: HoldKey, now: u64) {
-    let header = unsafe { &mut (*event).header };
-    let uid_gid = bpf_get_current_uid_gid();
-    header.kind = EventKind::ExecHeld as u32;
-    header.tid = bpf_get_current_pid_tgid() as u32;
-    header.ktime_ns = now;
-    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    header.uid = uid_gid as u32;
-    header.gid = (uid_gid >> 32) as u32;
-    header.hold = key;
-    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
 /// # Safety

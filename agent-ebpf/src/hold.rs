@@ -6,12 +6,12 @@
 //!    the task stops on its way out and the kernel restarts the syscall after SIGCONT.
 //!    Anything that fails on the way fails closed with -EPERM.
 
-use agent_common::{names::Counter, HoldKey, Verdict};
+use agent_common::{HoldKey, Verdict, names::Counter};
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::generated::bpf_send_signal_thread, maps::ring_buf::RingBufEntry,
 };
 
-use crate::maps::{count, PENDING, VERDICTS};
+use crate::maps::{PENDING, VERDICTS, count};
 
 pub const EPERM: i32 = 1;
 /// The kernel restarts a syscall that returned this after the signal is handled; SIGSTOP
@@ -30,13 +30,24 @@ pub enum Answer {
 /// Consumes the verdict for `key`, if user space left one.
 #[inline(always)]
 pub fn check_verdict(key: &HoldKey) -> Answer {
+    check_verdict_keep(key, false)
+}
+
+/// As [`check_verdict`]; with `keep_allow` an allow stays in place, so it covers the same
+/// action by the same process again (io_uring re-issues a connect that returned
+/// EINPROGRESS from a worker, which runs the hook a second time).
+#[inline(always)]
+pub fn check_verdict_keep(key: &HoldKey, keep_allow: bool) -> Answer {
     // SAFETY: the value is a plain u32 copied out before the entry is removed.
     let Some(raw) = (unsafe { VERDICTS.get(key) }).copied() else {
         return Answer::None;
     };
-    let _ = VERDICTS.remove(key);
+    let verdict = Verdict::from_raw(raw);
+    if !(keep_allow && verdict == Some(Verdict::Allow)) {
+        let _ = VERDICTS.remove(key);
+    }
     count(Counter::VerdictConsumed);
-    match Verdict::from_raw(raw) {
+    match verdict {
         Some(Verdict::Allow) => Answer::Allow,
         // Unknown values deny: fail closed.
         Some(Verdict::Deny) | None => Answer::Deny,
@@ -75,6 +86,35 @@ pub fn hold<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
     event.submit(0);
     count(Counter::Held);
     -ERESTARTNOINTR
+}
+
+/// Announces an action that cannot be restarted (io_uring): it fails with EPERM now, and an
+/// approval leaves a verdict that lets the caller's retry through (see `HoldMode`).
+#[inline(always)]
+pub fn deny_until_approved<T>(key: &HoldKey, event: RingBufEntry<T>, now: u64) -> i32 {
+    count(Counter::AsyncDenied);
+    if PENDING.insert(key, &now, BPF_NOEXIST as u64).is_err() {
+        event.discard(0);
+        return -EPERM;
+    }
+    event.submit(0);
+    -EPERM
+}
+
+/// The common tail of every gate once the action is known to be sensitive: consume a
+/// verdict, re-hold an announced action, or announce it with `announce` (which reserves
+/// and fills the event, then calls [`hold`] or [`deny_until_approved`]).
+#[inline(always)]
+pub fn gate(key: &HoldKey, restartable: bool, announce: impl FnOnce() -> i32) -> i32 {
+    match check_verdict_keep(key, !restartable) {
+        Answer::Allow => return 0,
+        Answer::Deny => return -EPERM,
+        Answer::None => {}
+    }
+    if is_pending(key) {
+        return if restartable { rehold() } else { -EPERM };
+    }
+    announce()
 }
 
 #[inline(always)]

@@ -7,20 +7,75 @@
 #![no_std]
 #![no_main]
 
+mod dns;
 mod exec;
+mod files;
 mod hold;
 mod maps;
+mod net;
+mod protect;
 mod scope;
+mod task;
 
 use aya_ebpf::{
-    macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    macros::{lsm, tracepoint, uprobe, uretprobe},
+    programs::{LsmContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 
 /// match-proto: int security_bprm_check(struct linux_binprm *bprm)
 #[lsm(hook = "bprm_check_security")]
 pub fn exec_check(ctx: LsmContext) -> i32 {
     exec::check(&ctx)
+}
+
+/// match-proto: int security_socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+#[lsm(hook = "socket_connect")]
+pub fn connect_check(ctx: LsmContext) -> i32 {
+    net::check_connect(&ctx)
+}
+
+/// match-proto: int security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
+#[lsm(hook = "socket_sendmsg")]
+pub fn sendmsg_check(ctx: LsmContext) -> i32 {
+    net::check_sendmsg(&ctx)
+}
+
+/// match-proto: int security_file_open(struct file *file)
+#[lsm(hook = "file_open")]
+pub fn open_check(ctx: LsmContext) -> i32 {
+    files::check(&ctx)
+}
+
+/// match-proto: int security_task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred)
+#[lsm(hook = "task_kill")]
+pub fn kill_check(ctx: LsmContext) -> i32 {
+    protect::check_kill(&ctx)
+}
+
+/// match-proto: int security_ptrace_access_check(struct task_struct *child, unsigned int mode)
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_check(ctx: LsmContext) -> i32 {
+    protect::check_ptrace(&ctx)
+}
+
+/// match-proto: int security_bpf(int cmd, union bpf_attr *attr, unsigned int size)
+#[lsm(hook = "bpf")]
+pub fn bpf_check(ctx: LsmContext) -> i32 {
+    protect::check_bpf(&ctx)
+}
+
+/// match-proto: int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+#[uprobe]
+pub fn dns_enter(ctx: ProbeContext) -> u32 {
+    dns::on_enter(&ctx);
+    0
+}
+
+/// match-proto: getaddrinfo's return value
+#[uretprobe]
+pub fn dns_exit(ctx: RetProbeContext) -> u32 {
+    dns::on_exit(&ctx);
+    0
 }
 
 /// match-proto: TRACE_EVENT(sched_process_fork, parent, child)

@@ -1,36 +1,56 @@
 //! Every map and global the programs share with user space. Names come from
 //! `agent_common::names` (the `#[map]` name is the static's identifier).
 
-use agent_common::{HoldKey, InodeKey, KernelOffsets};
+use agent_common::{DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey, Settings};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 #[map]
-pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::pinned(1024, 0);
 
 #[map]
-pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::pinned(65536, 0);
 
 #[map]
-pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static VERDICTS: HashMap<HoldKey, u32> = HashMap::with_max_entries(4096, 0);
+pub static VERDICTS: HashMap<HoldKey, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static PENDING: HashMap<HoldKey, u64> = HashMap::with_max_entries(4096, 0);
+pub static PENDING: HashMap<HoldKey, u64> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+pub static EXEC_APPROVED: HashMap<u32, u32> = HashMap::pinned(4096, 0);
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EGRESS_ALLOW: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(4096, 0);
 
 #[map]
-pub static COUNTERS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(agent_common::names::COUNTER_SLOTS, 0);
+pub static CRED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(16384, 0);
+
+#[map]
+pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(1024, 0);
+
+#[map]
+pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::pinned(64, 0);
+
+#[map]
+pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::pinned(8192, 0);
+
+#[map]
+pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
+
+#[map]
+pub static DEFERRED: HashMap<u64, NetKey> = HashMap::pinned(16384, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(agent_common::names::COUNTER_SLOTS, 0);
 
 /// Filled in by the loader from BTF (see `agent_common::offsets`); `.rodata`, frozen.
 #[unsafe(no_mangle)]
@@ -43,7 +63,28 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_sb: 0,
     sb_s_dev: 0,
     tp_fork_child_pid: 0,
+    socket_type: 0,
+    file_f_flags: 0,
+    file_f_mode: 0,
+    task_tgid: 0,
+    task_flags: 0,
+    msghdr_msg_name: 0,
+    msghdr_msg_namelen: 0,
+    _pad: 0,
 };
+
+/// Filled in by the loader from the config; `.rodata`, frozen.
+#[unsafe(no_mangle)]
+static SETTINGS: Settings = Settings {
+    defer_tcp_to_first_send: 0,
+    _pad: 0,
+};
+
+#[inline(always)]
+pub fn settings() -> Settings {
+    // SAFETY: as for `offsets()`.
+    unsafe { core::ptr::read_volatile(&SETTINGS) }
+}
 
 /// The offsets as the loader set them. The volatile read stops the compiler from folding
 /// the zero placeholders; the verifier still sees constants because `.rodata` is frozen.

@@ -6,16 +6,25 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{offsets, EXEC_APPROVED, SCOPE_CGROUPS, SCOPE_TASKS};
+use crate::maps::{EXEC_APPROVED, SCOPE_CGROUPS, SCOPE_TASKS, offsets};
 
 /// True when the current task is watched.
+///
+/// A process found in scope through its cgroup is also marked by tgid, so moving it to
+/// another cgroup later does not unwatch it (it must open `cgroup.procs`, or exec, or
+/// connect, to move itself — each of which passes through here first).
 #[inline(always)]
 pub fn current_in_scope(tgid: u32) -> bool {
     // SAFETY: map values are plain u32s; we only test presence.
-    unsafe {
-        SCOPE_TASKS.get(&tgid).is_some()
-            || SCOPE_CGROUPS.get(&bpf_get_current_cgroup_id()).is_some()
+    if unsafe { SCOPE_TASKS.get(&tgid).is_some() } {
+        return true;
     }
+    // SAFETY: as above.
+    if unsafe { SCOPE_CGROUPS.get(&bpf_get_current_cgroup_id()).is_some() } {
+        let _ = SCOPE_TASKS.insert(&tgid, &1, 0);
+        return true;
+    }
+    false
 }
 
 pub fn on_fork(ctx: &TracePointContext) {

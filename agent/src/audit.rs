@@ -152,6 +152,39 @@ impl AuditTrail {
             .append(&record::decision(id, masked, requirements, allow, how, policy_version))
     }
 
+    /// Records a self-protection denial: a watched process tried to kill, trace or rewrite
+    /// the agent, or to call bpf(). `what` is [`crate::context::denied`]'s description.
+    ///
+    /// # Errors
+    /// [`AppendError`].
+    pub fn self_protection(
+        &self,
+        denied: &crate::events::DeniedAction,
+        what: &serde_json::Value,
+    ) -> Result<Appended, AppendError> {
+        let text = |k: &str| what[k].as_str().unwrap_or_default().to_owned();
+        let exe = self.redactor.masker().mask_text(&text("binary")).text;
+        let actor = airlock_audit::Actor {
+            pid: denied.tgid,
+            tid: denied.tid,
+            uid: denied.uid,
+            exe: exe.clone(),
+            cmd_line: self.redactor.masker().mask_text(&denied.comm).text,
+            cgroup: None,
+        };
+        let action = match denied.hook {
+            agent_common::Hook::WriteProtected => {
+                airlock_audit::Action::FileOpen { path: self.redactor.masker().mask_text(&denied.path).text, write: true }
+            }
+            _ => airlock_audit::Action::Exec { path: exe, argv: vec![self.redactor.masker().mask_text(&text("what")).text] },
+        };
+        self.handle.append(&AuditEvent::SelfProtection(airlock_audit::SelfProtection {
+            actor,
+            action,
+            hook: text("rule"),
+        }))
+    }
+
     /// Records a policy reload: the version now in force, or why a new file was refused.
     ///
     /// # Errors

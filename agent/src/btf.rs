@@ -22,9 +22,15 @@ pub enum BtfError {
     #[error("kernel BTF has no struct `{0}`")]
     NoStruct(&'static str),
     #[error("kernel BTF: struct `{strukt}` has no member `{member}`")]
-    NoMember { strukt: &'static str, member: &'static str },
+    NoMember {
+        strukt: &'static str,
+        member: &'static str,
+    },
     #[error("kernel BTF: `{strukt}.{member}` is a bitfield or not byte-aligned")]
-    Unaligned { strukt: &'static str, member: &'static str },
+    Unaligned {
+        strukt: &'static str,
+        member: &'static str,
+    },
     #[error("kernel BTF is malformed: {0}")]
     Malformed(#[from] btf_rs::Error),
 }
@@ -49,6 +55,14 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         inode_i_sb: reader.offset("inode", "i_sb")?,
         sb_s_dev: reader.offset("super_block", "s_dev")?,
         tp_fork_child_pid: reader.offset("trace_event_raw_sched_process_fork", "child_pid")?,
+        socket_type: reader.offset("socket", "type")?,
+        file_f_flags: reader.offset("file", "f_flags")?,
+        file_f_mode: reader.offset("file", "f_mode")?,
+        task_tgid: reader.offset("task_struct", "tgid")?,
+        task_flags: reader.offset("task_struct", "flags")?,
+        msghdr_msg_name: reader.offset("msghdr", "msg_name")?,
+        msghdr_msg_namelen: reader.offset("msghdr", "msg_namelen")?,
+        _pad: 0,
     })
 }
 
@@ -145,7 +159,11 @@ mod tests {
             ("inode_i_sb", off.inode_i_sb),
             ("inode_i_ino", off.inode_i_ino),
         ] {
-            assert_eq!(value % 8, 0, "{name} should be pointer-aligned, got {value}");
+            assert_eq!(
+                value % 8,
+                0,
+                "{name} should be pointer-aligned, got {value}"
+            );
         }
         assert!(off.file_f_path < 512 && off.file_f_inode < 512);
         assert_ne!(off.file_f_path, off.file_f_inode);

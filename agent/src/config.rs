@@ -43,6 +43,12 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     masking: RawMasking,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    files: RawFiles,
+    #[serde(default)]
+    pinning: RawPinning,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +57,59 @@ struct RawPolicy {
     /// The policy file (TOML, `version = 1`); reloaded on SIGHUP and when it changes.
     file: PathBuf,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinning {
+    /// bpffs directory where the gates' maps and links are pinned; default
+    /// [`DEFAULT_PIN_DIR`].
+    #[serde(default)]
+    dir: Option<PathBuf>,
+}
+
+/// Where the gates are pinned unless `[pinning] dir` says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/airlock";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    /// Extra allowed destinations (CIDRs or addresses); loopback and the hub always pass.
+    #[serde(default)]
+    allow: Vec<String>,
+    /// Where a TCP connection outside the allow list waits: "connect" (default: no packet
+    /// leaves) or "first-send" (the handshake happens, the first byte of data waits, and
+    /// the request names host, URL and S3 bucket from it).
+    #[serde(default)]
+    hold_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    /// Credential file globs; `~/` expands to every user's home. Default:
+    /// [`DEFAULT_CREDENTIALS`].
+    #[serde(default)]
+    credentials: Option<Vec<String>>,
+    /// More of the agent's own files that watched processes may not write (the config
+    /// file and the audit log are always protected).
+    #[serde(default)]
+    protect: Vec<PathBuf>,
+}
+
+/// Credential files held by default.
+pub const DEFAULT_CREDENTIALS: &[&str] = &[
+    "~/.aws/credentials",
+    "~/.aws/config",
+    "~/.ssh/id_*",
+    "~/.kube/config",
+    "~/.docker/config.json",
+    "~/.netrc",
+    "~/.pgpass",
+    "~/.config/gcloud/credentials.db",
+    "~/.config/gcloud/application_default_credentials.json",
+    "/etc/shadow",
+    "/etc/gshadow",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +316,17 @@ pub struct AgentConfig {
     pub search_path: String,
     /// Without a policy every watched action asks the hub with `decision_ttl`.
     pub policy_file: Option<PathBuf>,
+    /// `[egress] allow`: extra allowed CIDRs, validated.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// `[egress] hold_at = "first-send"`.
+    pub hold_at_first_send: bool,
+    /// `[files] credentials`: globs of credential files.
+    pub credentials: Vec<String>,
+    /// Files watched processes may not write: `[files] protect`, the config file and the
+    /// audit log.
+    pub protect: Vec<PathBuf>,
+    /// `[pinning] dir`.
+    pub pin_dir: PathBuf,
 }
 
 /// The PATH used to resolve watched binary names when the config names none.
@@ -274,13 +344,18 @@ impl AgentConfig {
             source,
         })?;
         if meta.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_owned(), size: meta.len() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
         }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        let mut config = Self::parse(path, &text)?;
+        config.protect.push(path.to_owned());
+        Ok(config)
     }
 
     /// Parses config text; `path` is only used in messages.
@@ -309,11 +384,12 @@ impl AgentConfig {
                 raw.hub.url
             )));
         }
-        let decision_ttl = humantime::parse_duration(&raw.hub.decision_ttl).map_err(|e| {
-            invalid(format!("hub.decision_ttl `{}`: {e}", raw.hub.decision_ttl))
-        })?;
+        let decision_ttl = humantime::parse_duration(&raw.hub.decision_ttl)
+            .map_err(|e| invalid(format!("hub.decision_ttl `{}`: {e}", raw.hub.decision_ttl)))?;
         if decision_ttl.is_zero() || decision_ttl > Duration::from_secs(24 * 3600) {
-            return Err(invalid("hub.decision_ttl must be between 1s and 24h".into()));
+            return Err(invalid(
+                "hub.decision_ttl must be between 1s and 24h".into(),
+            ));
         }
         let hub_tls = match (raw.hub.ca_cert, raw.hub.client_cert, raw.hub.client_key) {
             (Some(ca_cert), Some(client_cert), Some(client_key)) => {
@@ -339,7 +415,9 @@ impl AgentConfig {
             _ => {}
         }
         if raw.scope.cgroups.is_empty() {
-            return Err(invalid("scope.cgroups must name at least one cgroup".into()));
+            return Err(invalid(
+                "scope.cgroups must name at least one cgroup".into(),
+            ));
         }
         if raw.exec.watch.is_empty() && raw.policy.is_none() {
             return Err(invalid(
@@ -347,7 +425,61 @@ impl AgentConfig {
             ));
         }
         if let Some(empty) = raw.exec.watch.iter().find(|w| w.trim().is_empty()) {
-            return Err(invalid(format!("exec.watch contains an empty entry `{empty}`")));
+            return Err(invalid(format!(
+                "exec.watch contains an empty entry `{empty}`"
+            )));
+        }
+        let egress_allow = raw
+            .egress
+            .allow
+            .iter()
+            .map(|entry| {
+                parse_cidr(entry).ok_or_else(|| {
+                    invalid(format!(
+                        "egress.allow entry `{entry}` is not an address or CIDR"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hold_at_first_send = match raw.egress.hold_at.as_deref() {
+            None | Some("connect") => false,
+            Some("first-send") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "egress.hold_at `{other}` must be \"connect\" or \"first-send\""
+                )));
+            }
+        };
+        let credentials = raw.files.credentials.unwrap_or_else(|| {
+            DEFAULT_CREDENTIALS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        if let Some(bad) = credentials
+            .iter()
+            .find(|c| !(c.starts_with('/') || c.starts_with("~/")))
+        {
+            return Err(invalid(format!(
+                "files.credentials entry `{bad}` must be absolute or start with ~/"
+            )));
+        }
+        let mut protect = raw.files.protect;
+        // The audit signing key and the policy are the agent's own; the audit log files
+        // are added by the daemon once the log is open.
+        protect.push(raw.audit.signing_key.clone());
+        if let Some(policy) = &raw.policy {
+            protect.push(policy.file.clone());
+        }
+        let pin_dir = raw
+            .pinning
+            .dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+        if !pin_dir.is_absolute() {
+            return Err(invalid(format!(
+                "pinning.dir `{}` must be absolute",
+                pin_dir.display()
+            )));
         }
         let masking = raw.masking;
         let auditor_public_key = match (masking.auditor_public_key, masking.seal_raw_context) {
@@ -380,6 +512,11 @@ impl AgentConfig {
             return Err(invalid("audit.dir and audit.signing_key must not be empty".into()));
         }
         Ok(Self {
+            hold_at_first_send,
+            pin_dir,
+            egress_allow,
+            credentials,
+            protect,
             agent_id: raw.agent.id,
             audit: AuditSettings {
                 dir: raw.audit.dir,
@@ -401,6 +538,17 @@ impl AgentConfig {
             policy_file: raw.policy.map(|p| p.file),
         })
     }
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a host prefix).
+fn parse_cidr(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 /// toml's messages span several lines with a source excerpt; keep the first one, which
@@ -450,6 +598,9 @@ auditor_public_key = "/etc/airlock/auditor.pub"
         assert_eq!(c.masking.fingerprint_key, Path::new(DEFAULT_FINGERPRINT_KEY));
         assert_eq!(c.hub_fail_mode, FailMode::Deny, "deny unless configured");
         assert_eq!(c.hub_tls, None);
+        assert!(c.egress_allow.is_empty());
+        assert_eq!(c.credentials.len(), DEFAULT_CREDENTIALS.len());
+        assert_eq!(c.protect, [PathBuf::from("/etc/airlock/audit.key")]);
     }
 
     #[test]
@@ -516,10 +667,29 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
     }
 
     #[test]
+    fn parses_egress_and_files_sections() {
+        let text = format!(
+            "{GOOD}[egress]\nallow = [\"10.0.0.0/8\", \"2001:db8::1\"]\n\
+             [files]\ncredentials = [\"~/.aws/credentials\", \"/srv/**/.env\"]\nprotect = [\"/etc/airlock/policy.toml\"]\n"
+        );
+        let c = parse(&text).expect("valid");
+        let allow: Vec<String> = c.egress_allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(allow, ["10.0.0.0/8", "2001:db8::1/128"]);
+        assert_eq!(c.credentials, ["~/.aws/credentials", "/srv/**/.env"]);
+        assert_eq!(c.protect.len(), 2);
+    }
+
+    #[test]
     fn rejects_each_kind_of_bad_input_with_one_sentence() {
         let cases = [
-            (GOOD.replace("[exec]", "[exec]\nbogus = 1"), "unknown field `bogus`"),
-            (GOOD.replace("\"90s\"", "\"soon\""), "hub.decision_ttl `soon`"),
+            (
+                GOOD.replace("[exec]", "[exec]\nbogus = 1"),
+                "unknown field `bogus`",
+            ),
+            (
+                GOOD.replace("\"90s\"", "\"soon\""),
+                "hub.decision_ttl `soon`",
+            ),
             (GOOD.replace("\"90s\"", "\"0s\""), "between 1s and 24h"),
             (GOOD.replace("http://127", "ftp://127"), "must start with http://"),
             (GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"), "at least one binary"),
@@ -528,10 +698,15 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
             (GOOD.replace("id = \"host-1\"", "id = \"host-1\"\naudit_log = \"/x\""), "set [audit] dir"),
             (format!("{GOOD}[audit]\nbogus_knob = 1\n"), "unknown field"),
             (GOOD.replace("[masking]\n", "[masking]\nnope = 1\n"), "unknown field `nope`"),
+            (format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"), "egress.allow entry `10.0.0.0/33`"),
+            (format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"), "must be absolute or start with ~/"),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();
-            assert!(err.contains(expected), "`{err}` should mention `{expected}`");
+            assert!(
+                err.contains(expected),
+                "`{err}` should mention `{expected}`"
+            );
             assert!(!err.contains('\n'), "error must be one line: {err:?}");
         }
     }

@@ -7,7 +7,7 @@ use airlock_audit::LifecyclePhase;
 
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
@@ -15,7 +15,10 @@ use crate::{
     audit::{self, AuditError, AuditTrail},
     btf::{self, BtfError},
     config::AgentConfig,
+    context::Rules,
+    egress,
     events::{self, Event},
+    files::{self, CredentialSet, FilesError},
     holds::{Coordinator, KernelAnswers, Msg},
     hub_client::{HubClient, HubError},
     loader::{self, GateSpec, LoadError},
@@ -54,6 +57,8 @@ pub enum DaemonError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Policy(#[from] crate::policy_gate::PolicyGateError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
     #[error("cannot watch the BPF ring buffer: {0}")]
     RingBuffer(#[source] std::io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -76,11 +81,35 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     kernel_watch.extend(policy.iter().flat_map(|p| p.watched.iter().cloned()));
     kernel_watch.sort_by_key(|b| b.key);
     kernel_watch.dedup_by_key(|b| b.key);
-    let scope = config
+    let mut scope = config
         .scope_cgroups
         .iter()
         .map(|p| scope::resolve(p))
         .collect::<Result<Vec<_>, _>>()?;
+    scope.extend(scope::descendant_cgroups(&scope));
+    // The policy's kernel plan widens the gates: its credential globs are watched and the
+    // CIDRs it allows outright pass in the kernel (its invariant: nothing there would ask).
+    let plan = policy.as_ref().map(|p| p.policy.kernel_plan()).unwrap_or_default();
+    let mut credential_globs = config.credentials.clone();
+    for glob in &plan.credential_globs {
+        if glob.starts_with('/') || glob.starts_with("~/") {
+            credential_globs.push(glob.clone());
+        } else {
+            // Inodes are resolved from anchored globs; a relative one would mean scanning
+            // every file system.
+            tracing::warn!(%glob, "policy credential glob is not anchored; the kernel cannot watch it");
+        }
+    }
+    let mut extra_allow = config.egress_allow.clone();
+    extra_allow.extend(plan.allowed_cidrs.iter().copied());
+    let credentials = files::resolve_credentials(&credential_globs, &files::homes())?;
+    let allow = egress::allow_list(&extra_allow, &config.hub_url);
+    for net in &allow {
+        tracing::debug!(%net, "egress allowed");
+    }
+    for file in &credentials {
+        tracing::debug!(path = %file.path.display(), pattern = %file.pattern, "credential file");
+    }
     let offsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
     tracing::debug!(?offsets, "kernel offsets from BTF");
     for binary in &watched {
@@ -110,7 +139,32 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         &crate::hub_client::HubOptions { tls: config.hub_tls.clone(), fail_mode: config.hub_fail_mode },
     )?;
 
-    let gates = loader::load(&GateSpec { offsets, scope: &scope, watched: &kernel_watch })?;
+    // After the audit log exists, so its inode is among the protected ones.
+    let mut protect = config.protect.clone();
+    protect.extend(audit_files(&config.audit.dir));
+    let protected = files::resolve_existing(&protect);
+
+    let allow_keys: Vec<_> = allow.iter().map(egress::key).collect();
+    let protected_keys: Vec<_> = protected.iter().map(|(_, k)| *k).collect();
+    // Walked after the scope is known and before attaching; a process forked between the
+    // walk and the fork tracepoint is caught by its cgroup (the tracepoint attaches first).
+    let scope_tasks = scope::existing_tasks(&scope);
+    let mut gates = loader::load(&GateSpec {
+        offsets,
+        scope: &scope,
+        scope_tasks: &scope_tasks,
+        watched: &kernel_watch,
+        allow: &allow_keys,
+        credentials: &credentials,
+        protected_files: &protected_keys,
+        protected_tasks: &[std::process::id()],
+        pin_dir: &config.pin_dir,
+        settings: agent_common::Settings {
+            defer_tcp_to_first_send: u32::from(config.hold_at_first_send),
+            _pad: 0,
+        },
+    })?;
+    tracing::debug!(tasks = scope_tasks.len(), "existing processes in scope");
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -122,11 +176,14 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     audit.lifecycle(
         LifecyclePhase::Start,
         format!(
-            "agent {} ready: gates attached; watching {:?}; scope {:?}; policy {:?}",
+            "agent {} ready: gates attached; watching {:?}; scope {:?}; policy {:?}; credentials {:?}; egress allow {:?}; protected {:?}",
             config.agent_id,
             kernel_watch.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>(),
             scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
             policy.as_ref().map(|p| p.hash().to_owned()),
+            credentials.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+            allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            protected.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         ),
     )?;
     let reveal_server = crate::reveal::serve(&config.audit.dir, log.handle())
@@ -137,7 +194,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         config.agent_id.clone(),
         host,
         config.decision_ttl,
-        watched.clone(),
+        Rules {
+            watched: watched.clone(),
+            credentials: credentials.clone(),
+            dns_names: gates.dns_names.take(),
+        },
         hub.clone(),
         audit.clone(),
         KernelAnswers { verdicts: gates.verdicts, pending: gates.pending, watched_exec: gates.watched_exec },
@@ -174,10 +235,31 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     // gates are attached.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    if gates.adopted {
+        readopt(&mut coordinator);
+    }
+    let mut creds = CredentialSet::new(credential_globs.clone(), &credentials);
+    let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
+    let roots: Vec<_> = scope
+        .iter()
+        .take(config.scope_cgroups.len())
+        .cloned()
+        .collect();
+    let mut refresh = tokio::time::interval(REFRESH);
     let why = loop {
         tokio::select! {
             Some(msg) = rx.recv() => coordinator.handle(msg).await,
             _ = sighup.recv() => coordinator.handle(Msg::ReloadPolicy("SIGHUP")).await,
+            _ = refresh.tick() => {
+                refresh_credentials(&mut creds, &mut gates.cred_files);
+                coordinator.rules.credentials = creds.files();
+                for cgroup in scope::descendant_cgroups(&roots) {
+                    if known_cgroups.insert(cgroup.id) {
+                        tracing::debug!(path = %cgroup.path.display(), "new scope sub-cgroup");
+                        let _ = gates.scope_cgroups.insert(cgroup.id, 1, 0);
+                    }
+                }
+            }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
         }
@@ -185,6 +267,8 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     tracing::info!(signal = why, "shutting down; denying held actions");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     coordinator.deny_all("the agent is shutting down").await;
+    // A deliberate stop takes the gates down with the daemon; a crash leaves them pinned.
+    loader::unpin(&gates.pin_dir);
     reveal_server.abort();
     let _ = std::fs::remove_file(crate::reveal::socket_path(&config.audit.dir));
     if let Err(error) = audit.lifecycle(LifecyclePhase::Stop, format!("agent stopping on {why}")) {
@@ -218,7 +302,57 @@ async fn watch_policy_file(path: std::path::PathBuf, tx: mpsc::Sender<Msg>) {
     }
 }
 
-async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, tx: mpsc::Sender<Msg>) {
+/// Takes over what a previous daemon left held: each pending action is forgotten and its
+/// task woken, so the restarted syscall announces it again with full context and a fresh
+/// request (the old request at the hub expires by its TTL). io_uring actions are
+/// announced again on the caller's next retry.
+fn readopt(coordinator: &mut Coordinator) {
+    let keys: Vec<agent_common::HoldKey> = coordinator.kernel.pending.keys().flatten().collect();
+    tracing::info!(
+        held = keys.len(),
+        "adopting pinned gates from a previous daemon"
+    );
+    for key in keys {
+        let _ = coordinator.kernel.pending.remove(&key);
+        let pid = nix::unistd::Pid::from_raw(key.tgid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// How often credential globs and scope sub-cgroups are re-resolved.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn refresh_credentials(
+    creds: &mut CredentialSet,
+    map: &mut aya::maps::HashMap<aya::maps::MapData, agent_common::InodeKey, u32>,
+) {
+    match creds.refresh() {
+        Ok(diff) => {
+            for file in &diff.added {
+                tracing::info!(path = %file.path.display(), pattern = %file.pattern, "credential file appeared");
+                if let Err(error) = map.insert(file.key, 0, 0) {
+                    tracing::error!(%error, path = %file.path.display(), "cannot watch credential file");
+                }
+            }
+            for key in &diff.removed {
+                let _ = map.remove(key);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "credential refresh failed"),
+    }
+}
+
+/// The audit log's files as they are now (new rotations are not yet protected).
+fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .unwrap_or_default()
+}
+
+async fn read_events(
+    mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    tx: mpsc::Sender<Msg>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -232,7 +366,8 @@ async fn read_events(mut ring: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, 
             let buffer = guard.get_inner_mut();
             while let Some(item) = buffer.next() {
                 match events::decode(&item) {
-                    Ok(Event::Exec(exec)) => batch.push(Msg::Exec(exec)),
+                    Ok(Event::Held(action)) => batch.push(Msg::Held(action)),
+                    Ok(Event::Denied(denied)) => batch.push(Msg::Denied(denied)),
                     Err(error) => tracing::error!(%error, "dropping undecodable event"),
                 }
             }

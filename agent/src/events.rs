@@ -1,20 +1,28 @@
 //! Decodes ring buffer records into owned, validated events.
 
-use agent_common::{EventHeader, EventKind, ExecEvent, HoldKey, InodeKey, ARGV_BUF_LEN};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_common::{
+    ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldKey, HoldMode,
+    Hook, InodeKey, NetEvent, NetKey,
+    hold::{AF_INET, PROTO_TCP},
+};
 
 use crate::procinfo::split_nul;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("ring buffer record of {0} bytes is shorter than its header")]
+    #[error("ring buffer record of {0} bytes is shorter than its kind needs")]
     Short(usize),
     #[error("ring buffer record has unknown kind {0}")]
     UnknownKind(u32),
+    #[error("ring buffer record names unknown hook {0}")]
+    UnknownHook(u32),
 }
 
-/// An exec the kernel is holding.
+/// An action the kernel is holding (or, for io_uring, denied until approved).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldExec {
+pub struct HeldAction {
     pub key: HoldKey,
     pub tgid: u32,
     pub tid: u32,
@@ -23,47 +31,187 @@ pub struct HeldExec {
     pub cgroup_id: u64,
     pub ktime_ns: u64,
     pub comm: String,
-    pub binary: InodeKey,
-    /// The resolved path of the file being executed.
+    /// How the caller was answered while it waits.
+    pub mode: Mode,
+    pub what: Action,
+}
+
+/// [`HoldMode`], owned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Stopped,
+    DeniedUntilApproved,
+}
+
+/// The class-specific part of a held action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Exec {
+        binary: InodeKey,
+        /// The resolved path of the file being executed.
+        path: String,
+        /// The name the caller passed to execve.
+        filename: String,
+        argv: Vec<String>,
+        argv_truncated: bool,
+    },
+    /// `connect()` (hook Connect) or a datagram with an explicit destination (hook Send).
+    /// `payload`: the start of the first send when a TCP connection is held there.
+    Net {
+        hook: Hook,
+        dest: Destination,
+        syscall: u32,
+        payload: Vec<u8>,
+    },
+    Open {
+        file: InodeKey,
+        path: String,
+        flags: u32,
+    },
+}
+
+/// A network destination, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: &'static str,
+}
+
+impl Destination {
+    /// Decodes the kernel's key (v4-mapped addresses back to IPv4 when the caller used
+    /// AF_INET).
+    pub fn from_key(key: &NetKey) -> Self {
+        let v6 = Ipv6Addr::from(key.addr);
+        let addr = match v6.to_ipv4_mapped() {
+            Some(v4) if key.family == AF_INET => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        let protocol = if key.protocol == PROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        Self {
+            addr,
+            port: key.port,
+            protocol,
+        }
+    }
+
+    pub fn unspecified() -> Self {
+        Self {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            protocol: "tcp",
+        }
+    }
+}
+
+/// An action a self-protection rule denied at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedAction {
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub hook: Hook,
+    /// Target tgid (kill, ptrace), bpf command, or inode (write).
+    pub target: u64,
+    /// Signal number (kill) or ptrace mode.
+    pub detail: u32,
+    /// The protected file's path (write).
     pub path: String,
-    /// The name the caller passed to execve.
-    pub filename: String,
-    pub argv: Vec<String>,
-    pub argv_truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Exec(HeldExec),
+    Held(HeldAction),
+    Denied(DeniedAction),
 }
 
 /// Decodes one ring buffer record.
 ///
 /// # Errors
-/// [`DecodeError`] for records that are too short or of an unknown kind.
+/// [`DecodeError`] for records that are too short or of an unknown kind or hook.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    if bytes.len() < size_of::<EventHeader>() {
-        return Err(DecodeError::Short(bytes.len()));
-    }
-    // SAFETY: length checked; EventHeader is plain integers, any bit pattern is valid.
-    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let header: EventHeader = read(bytes)?;
     match EventKind::from_raw(header.kind) {
         Some(EventKind::ExecHeld) => {
-            if bytes.len() < size_of::<ExecEvent>() {
-                return Err(DecodeError::Short(bytes.len()));
-            }
-            // SAFETY: as above, for the whole ExecEvent.
-            let raw: ExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            Ok(Event::Exec(exec(&raw)))
+            let raw: ExecEvent = read(bytes)?;
+            let argv_len = (raw.argv_len as usize).min(ARGV_BUF_LEN);
+            let what = Action::Exec {
+                binary: raw.binary,
+                path: c_string(&raw.path),
+                filename: c_string(&raw.filename),
+                argv: split_nul(&raw.argv[..argv_len]),
+                argv_truncated: raw.argv_truncated != 0,
+            };
+            Ok(Event::Held(held(&header, Mode::Stopped, what)))
+        }
+        Some(EventKind::NetHeld) => {
+            let raw: NetEvent = read(bytes)?;
+            let hook = hook(header.hold.hook)?;
+            let len = (raw.payload_len as usize).min(raw.payload.len());
+            let what = Action::Net {
+                hook,
+                dest: Destination::from_key(&raw.dest),
+                syscall: raw.syscall,
+                payload: raw.payload[..len].to_vec(),
+            };
+            Ok(Event::Held(held(&header, mode(raw.mode), what)))
+        }
+        Some(EventKind::OpenHeld) => {
+            let raw: FileEvent = read(bytes)?;
+            let what = Action::Open {
+                file: raw.file,
+                path: c_string(&raw.path),
+                flags: raw.flags,
+            };
+            Ok(Event::Held(held(&header, mode(raw.mode), what)))
+        }
+        Some(EventKind::Denied) => {
+            let raw: DeniedEvent = read(bytes)?;
+            Ok(Event::Denied(DeniedAction {
+                tgid: header.hold.tgid,
+                tid: header.tid,
+                uid: header.uid,
+                comm: c_string(&header.comm),
+                hook: hook(header.hold.hook)?,
+                target: header.hold.object[0],
+                detail: raw.detail,
+                path: c_string(&raw.path),
+            }))
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
 
-fn exec(raw: &ExecEvent) -> HeldExec {
-    let h = &raw.header;
-    let argv_len = (raw.argv_len as usize).min(ARGV_BUF_LEN);
-    HeldExec {
+/// Copies a `T` out of the record.
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; every event type is `#[repr(C)]` plain integers and byte
+    // arrays, so any bit pattern is valid.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+fn hook(raw: u32) -> Result<Hook, DecodeError> {
+    Hook::from_raw(raw).ok_or(DecodeError::UnknownHook(raw))
+}
+
+fn mode(raw: u32) -> Mode {
+    if raw == HoldMode::DeniedUntilApproved as u32 {
+        Mode::DeniedUntilApproved
+    } else {
+        Mode::Stopped
+    }
+}
+
+fn held(h: &EventHeader, mode: Mode, what: Action) -> HeldAction {
+    HeldAction {
         key: h.hold,
         tgid: h.hold.tgid,
         tid: h.tid,
@@ -72,11 +220,8 @@ fn exec(raw: &ExecEvent) -> HeldExec {
         cgroup_id: h.cgroup_id,
         ktime_ns: h.ktime_ns,
         comm: c_string(&h.comm),
-        binary: raw.binary,
-        path: c_string(&raw.path),
-        filename: c_string(&raw.filename),
-        argv: split_nul(&raw.argv[..argv_len]),
-        argv_truncated: raw.argv_truncated != 0,
+        mode,
+        what,
     }
 }
 
@@ -87,7 +232,15 @@ fn c_string(raw: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use agent_common::hold::{AF_INET6, PROTO_UDP};
+
     use super::*;
+
+    fn bytes<T>(raw: &T) -> Vec<u8> {
+        // SAFETY: viewing a plain-old-data struct as bytes.
+        unsafe { std::slice::from_raw_parts((raw as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
 
     fn record(argv: &[u8]) -> Vec<u8> {
         // SAFETY: all-zero is a valid ExecEvent (plain integers and byte arrays).
@@ -101,20 +254,72 @@ mod tests {
         raw.argv[..argv.len()].copy_from_slice(argv);
         raw.argv_len = argv.len() as u32;
         raw.argc = 3;
-        // SAFETY: viewing a plain-old-data struct as bytes.
-        unsafe { std::slice::from_raw_parts((&raw as *const ExecEvent).cast::<u8>(), size_of::<ExecEvent>()) }
-            .to_vec()
+        bytes(&raw)
     }
 
     #[test]
     fn decodes_an_exec_record() {
-        let Event::Exec(e) = decode(&record(b"aws\0s3\0cp\0")).expect("decodes");
+        let Ok(Event::Held(e)) = decode(&record(b"aws\0s3\0cp\0")) else {
+            panic!("exec")
+        };
         assert_eq!(e.tgid, 42);
         assert_eq!(e.tid, 43);
         assert_eq!(e.comm, "bash");
-        assert_eq!(e.path, "/usr/bin/aws");
-        assert_eq!(e.argv, ["aws", "s3", "cp"]);
-        assert_eq!(e.binary, InodeKey::new(7, 99));
+        let Action::Exec {
+            path, argv, binary, ..
+        } = e.what
+        else {
+            panic!("exec")
+        };
+        assert_eq!(path, "/usr/bin/aws");
+        assert_eq!(argv, ["aws", "s3", "cp"]);
+        assert_eq!(binary, InodeKey::new(7, 99));
+    }
+
+    #[test]
+    fn decodes_v4_and_v6_destinations() {
+        let mut v4 = NetKey {
+            port: 443,
+            protocol: PROTO_TCP,
+            family: AF_INET,
+            ..Default::default()
+        };
+        v4.addr[10..].copy_from_slice(&[0xff, 0xff, 198, 51, 100, 7]);
+        let d = Destination::from_key(&v4);
+        assert_eq!(
+            (d.addr.to_string(), d.port, d.protocol),
+            ("198.51.100.7".into(), 443, "tcp")
+        );
+        let v6 = NetKey {
+            addr: "2001:db8::7".parse::<Ipv6Addr>().expect("v6").octets(),
+            port: 53,
+            protocol: PROTO_UDP,
+            family: AF_INET6,
+            _pad: 0,
+        };
+        let d = Destination::from_key(&v6);
+        assert_eq!(
+            (d.addr.to_string(), d.port, d.protocol),
+            ("2001:db8::7".into(), 53, "udp")
+        );
+
+        // SAFETY: all-zero is a valid NetEvent.
+        let mut raw: NetEvent = unsafe { std::mem::zeroed() };
+        raw.header.kind = EventKind::NetHeld as u32;
+        raw.header.hold = HoldKey::net(5, Hook::Connect, &v4);
+        raw.dest = v4;
+        raw.mode = HoldMode::DeniedUntilApproved as u32;
+        let Ok(Event::Held(e)) = decode(&bytes(&raw)) else {
+            panic!("net")
+        };
+        assert_eq!(e.mode, Mode::DeniedUntilApproved);
+        assert!(matches!(
+            e.what,
+            Action::Net {
+                hook: Hook::Connect,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -13,8 +13,7 @@ use std::{
 
 use agent_common::{HoldKey, Verdict};
 use airlock_proto::v1::{
-    ActionClass, ActionContext, DecisionEvent, Process, RequestState, Requirements,
-    SubmitRequest,
+    ActionClass, ActionContext, DecisionEvent, RequestState, Requirements, SubmitRequest,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use airlock_audit::OutcomeKind;
@@ -22,12 +21,11 @@ use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{
     audit::AuditTrail,
-    record::Settlement,
-    events::HeldExec,
+    context::{self, Rules},
+    events::{DeniedAction, HeldAction},
     hub_client::HubClient,
     policy_gate::{self, PolicyGate},
-    procinfo::{self, ProcessInfo},
-    resolve::ResolvedBinary,
+    record::Settlement,
 };
 
 /// What the policy (or, without one, the watch list) says about a held action.
@@ -39,7 +37,10 @@ enum Judgement {
 
 /// Messages the coordinator acts on.
 pub enum Msg {
-    Exec(HeldExec),
+    /// The kernel holds an action (exec, connect/send, open).
+    Held(HeldAction),
+    /// The kernel refused an attack on the agent itself (self-protection); record it.
+    Denied(DeniedAction),
     Decision(DecisionEvent),
     /// The TTL ran out without word from the hub; apply the rule's on-timeout verdict.
     Expired(String, Verdict),
@@ -83,7 +84,7 @@ impl KernelAnswers {
 
 struct Held {
     key: HoldKey,
-    exec: HeldExec,
+    action: HeldAction,
     /// The masked context as submitted (the only form kept, logged and audited).
     masked: ActionContext,
     requirements: Requirements,
@@ -97,7 +98,8 @@ pub struct Coordinator {
     pub agent_id: String,
     pub host: String,
     pub ttl: Duration,
-    pub watched: Vec<ResolvedBinary>,
+    /// What the kernel watches (for naming rules) and the resolver cache.
+    pub rules: Rules,
     pub hub: HubClient,
     pub audit: AuditTrail,
     pub kernel: KernelAnswers,
@@ -116,7 +118,7 @@ impl Coordinator {
         agent_id: String,
         host: String,
         ttl: Duration,
-        watched: Vec<ResolvedBinary>,
+        rules: Rules,
         hub: HubClient,
         audit: AuditTrail,
         kernel: KernelAnswers,
@@ -126,7 +128,7 @@ impl Coordinator {
             agent_id,
             host,
             ttl,
-            watched,
+            rules,
             hub,
             audit,
             kernel,
@@ -140,7 +142,8 @@ impl Coordinator {
 
     pub async fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Exec(exec) => self.on_exec(exec),
+            Msg::Held(action) => self.on_held(action),
+            Msg::Denied(denied) => self.on_denied(&denied),
             Msg::Decision(event) => self.on_decision(event),
             Msg::Expired(id, verdict) => self.finish(&id, verdict, Settlement::Expired),
             Msg::Exited(id) => self.on_exit(&id),
@@ -150,51 +153,54 @@ impl Coordinator {
         }
     }
 
-    fn on_exec(&mut self, exec: HeldExec) {
+    fn on_held(&mut self, action: HeldAction) {
+        // Already asked (a restarted daemon may see an action both from the pinned ring
+        // buffer and from waking the task): one request per held action.
+        if self.held.values().any(|h| h.key == action.key) {
+            return;
+        }
         let id = uuid::Uuid::new_v4().to_string();
-        let actor = procinfo::read(exec.tgid);
-        let parents = procinfo::parents(exec.tgid);
-        let cgroup = procinfo::cgroup(exec.tgid);
-        let requester = procinfo::user_name(exec.uid);
-        let judgement = self.judge(&exec, &requester, &cgroup, &parents);
-        let (rule, reason, severity, requirements) = match &judgement {
-            Judgement::Allow { rule } => (rule.clone(), "allowed by policy".to_owned(), "low".to_owned(), Requirements::default()),
-            Judgement::Deny { rule, reason } => (rule.clone(), reason.clone(), "high".to_owned(), Requirements::default()),
+        let built = context::build(&action, &self.rules, &self.agent_id);
+        let mut raw = built.action;
+        let judgement = self.judge(&action, &raw);
+        let requirements = match &judgement {
+            Judgement::Allow { rule } => {
+                raw.rule_id = rule.clone();
+                raw.rule_reason = "allowed by policy".into();
+                Requirements::default()
+            }
+            Judgement::Deny { rule, reason } => {
+                raw.rule_id = rule.clone();
+                raw.rule_reason = reason.clone();
+                Requirements::default()
+            }
             Judgement::Ask { rule, reason, severity, requirements } => {
-                (rule.clone(), reason.clone(), severity.clone(), requirements.clone())
+                raw.rule_id = rule.clone();
+                raw.rule_reason = reason.clone();
+                raw.severity = severity.clone();
+                requirements.clone()
             }
         };
-        let raw = ActionContext {
-            class: ActionClass::Exec as i32,
-            actor: actor.as_ref().map(to_proto),
-            parents: parents.iter().map(to_proto).collect(),
-            cgroup,
-            binary: exec.path.clone(),
-            argv: exec.argv.clone(),
-            rule_id: rule.clone(),
-            rule_reason: reason.clone(),
-            severity,
-            impact: format!("runs {}", exec.argv.join(" ")),
-            // A duration grant approves exactly this binary with exactly these arguments.
-            action_hash: airlock_policy::Action::exec(exec.path.clone(), exec.argv.clone()).fingerprint(),
-            ..Default::default()
-        };
+        // A duration grant approves exactly this action (binary + argv, destination, path).
+        raw.action_hash = policy_action(&action, &raw).fingerprint();
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
         // recorded it does not happen. From here on only the masked context is used.
         let policy_version = self.policy_version();
-        let masked = match self.audit.hold(&id, &raw, &requester, exec.tid, &policy_version) {
+        let masked = match self.audit.hold(&id, &raw, &built.requester, action.tid, &policy_version) {
             Ok(masked) => masked,
             Err(error) => {
-                tracing::error!(%error, request = %id, pid = exec.tgid, "cannot record the attempt; denying");
-                self.kernel.release(exec.key, Verdict::Deny);
+                tracing::error!(%error, request = %id, pid = action.tgid, "cannot record the attempt; denying");
+                self.kernel.release(action.key, Verdict::Deny);
                 return;
             }
         };
         drop(raw);
-        tracing::info!(request = %id, pid = exec.tgid, binary = %masked.binary, argv = ?masked.argv, %rule, "exec held");
+        let rule = masked.rule_id.clone();
+        tracing::info!(request = %id, pid = action.tgid, action = %built.summary, %rule, "action held");
+        let reason = masked.rule_reason.clone();
         let held = Held {
-            key: exec.key,
-            exec,
+            key: action.key,
+            action,
             masked,
             requirements: requirements.clone(),
             policy_version,
@@ -215,7 +221,7 @@ impl Coordinator {
         let submit = SubmitRequest {
             id: id.clone(),
             host: self.host.clone(),
-            requester: requester.clone(),
+            requester: built.requester,
             action: Some(held.masked.clone()),
             requirements: Some(requirements),
         };
@@ -239,11 +245,20 @@ impl Coordinator {
         // The hub applies the TTL and its on-timeout outcome; this timer (a little later) is
         // the fallback when the hub cannot tell us.
         tasks.push(spawn_timer(self.tx.clone(), id.clone(), ttl + EXPIRY_GRACE, on_timeout));
-        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), held.exec.tgid));
+        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), held.action.tgid));
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
         self.held.insert(id, held);
+    }
+
+    /// Records a self-protection denial (the kernel already refused it).
+    fn on_denied(&mut self, denied: &DeniedAction) {
+        let what = context::denied(denied);
+        tracing::warn!(pid = denied.tgid, hook = ?denied.hook, what = %what["what"], "self-protection denied an action");
+        if let Err(error) = self.audit.self_protection(denied, &what) {
+            tracing::error!(%error, "cannot record a self-protection denial");
+        }
     }
 
     /// The version of the policy in force, as recorded with each decision.
@@ -277,7 +292,7 @@ impl Coordinator {
         }
         let old = self.policy.replace(new);
         let keep: std::collections::HashSet<_> = self
-            .watched
+            .rules.watched
             .iter()
             .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
             .map(|b| b.key)
@@ -298,35 +313,21 @@ impl Coordinator {
         }
     }
 
-    /// Asks the policy (or, without one, treats every watched binary as "ask").
-    fn judge(&self, exec: &HeldExec, user: &str, cgroup: &str, parents: &[ProcessInfo]) -> Judgement {
+    /// Asks the policy. Without one, every caught action asks the hub with the gate's own
+    /// rule (watched binary, unlisted destination, credential file) and `ttl`.
+    fn judge(&self, held: &HeldAction, raw: &ActionContext) -> Judgement {
         let Some(gate) = &self.policy else {
-            let rule = self
-                .watched
-                .iter()
-                .find(|w| w.key == exec.binary)
-                .map(|w| format!("exec.watch:{}", w.name))
-                .unwrap_or_else(|| "exec.watch".to_owned());
             return Judgement::Ask {
-                rule,
-                reason: "exec of a watched export tool".into(),
-                severity: "high".into(),
+                rule: raw.rule_id.clone(),
+                reason: raw.rule_reason.clone(),
+                severity: raw.severity.clone(),
                 requirements: Requirements { ttl_seconds: self.ttl.as_secs().max(1) as u32, ..Default::default() },
             };
         };
-        let mut action = airlock_policy::Action::exec(exec.path.clone(), exec.argv.clone());
-        action.uid = Some(exec.uid);
-        action.user = Some(user.to_owned());
-        action.cgroup = Some(cgroup.to_owned());
-        action.unit = cgroup.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_owned);
-        action.parents = parents
-            .iter()
-            .map(|p| airlock_policy::ParentProcess { pid: p.pid, binary: Some(p.binary.clone()), comm: Some(p.comm.clone()) })
-            .collect();
-        let decision = gate.evaluate(&action);
+        let decision = gate.evaluate(&policy_action(held, raw));
         let rule = decision.rule_id.as_deref().map_or_else(|| "default".to_owned(), str::to_owned);
         for hit in &decision.shadow {
-            tracing::info!(pid = exec.tgid, shadow = ?hit, "shadow rule would have applied");
+            tracing::info!(pid = held.tgid, shadow = ?hit, "shadow rule would have applied");
         }
         let reason = decision.reason.as_deref().unwrap_or("policy").to_owned();
         match &decision.effective {
@@ -361,10 +362,10 @@ impl Coordinator {
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        if let Err(error) = self.audit.outcome(id, &held.masked, held.exec.tid, OutcomeKind::ProcessDied, "the held process exited before a verdict") {
+        if let Err(error) = self.audit.outcome(id, &held.masked, held.action.tid, OutcomeKind::ProcessDied, "the held process exited before a verdict") {
             tracing::error!(%error, request = %id, "cannot record the outcome");
         }
-        tracing::info!(request = %id, pid = held.exec.tgid, "held process died; cancelling");
+        tracing::info!(request = %id, pid = held.action.tgid, "held process died; cancelling");
         let hub = self.hub.clone();
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -398,13 +399,13 @@ impl Coordinator {
             // An allow nobody can audit is worse than a surprised approver: fail closed.
             tracing::error!(%error, request = %id, "audit write failed; denying");
             self.kernel.release(held.key, Verdict::Deny);
-            let _ = self.audit.outcome(&id, &held.masked, held.exec.tid, OutcomeKind::Denied, "denied: the decision could not be audited");
+            let _ = self.audit.outcome(&id, &held.masked, held.action.tid, OutcomeKind::Denied, "denied: the decision could not be audited");
             return;
         }
         self.kernel.release(held.key, verdict);
-        tracing::info!(request = %id, pid = held.exec.tgid, ?verdict, waited_ms, "released");
+        tracing::info!(request = %id, pid = held.action.tgid, ?verdict, waited_ms, "released");
         let detail = format!("{} after {waited_ms} ms; the process was resumed", if allow { "allowed" } else { "denied (EPERM)" });
-        if let Err(error) = self.audit.outcome(&id, &held.masked, held.exec.tid, crate::record::outcome_kind(allow, &how), &detail) {
+        if let Err(error) = self.audit.outcome(&id, &held.masked, held.action.tid, crate::record::outcome_kind(allow, &how), &detail) {
             tracing::error!(%error, request = %id, "cannot record the outcome");
         }
     }
@@ -430,15 +431,50 @@ impl Coordinator {
     }
 }
 
-fn to_proto(p: &ProcessInfo) -> Process {
-    Process {
-        pid: p.pid,
-        uid: p.uid,
-        user: p.user.clone(),
-        binary: p.binary.clone(),
-        argv: p.argv.clone(),
-        comm: p.comm.clone(),
+
+/// The action as the policy sees it, from the raw (unmasked) context.
+fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Action {
+    use airlock_policy::{Action, ActionClass as Class};
+    let class = match ActionClass::try_from(raw.class) {
+        Ok(ActionClass::Connect) => Class::Connect,
+        Ok(ActionClass::Send) => Class::Send,
+        Ok(ActionClass::Open) => Class::Open,
+        _ => Class::Exec,
+    };
+    let mut action = Action::new(class);
+    action.binary = (!raw.binary.is_empty()).then(|| raw.binary.clone());
+    action.argv = raw.argv.clone();
+    action.path = (!raw.file.is_empty()).then(|| raw.file.clone());
+    action.destination = raw.destination.as_ref().map(|d| airlock_policy::Destination {
+        ip: d.address.parse().ok(),
+        port: u16::try_from(d.port).ok().filter(|p| *p != 0),
+        protocol: match d.protocol.as_str() {
+            "tcp" => Some(airlock_policy::Protocol::Tcp),
+            "udp" => Some(airlock_policy::Protocol::Udp),
+            _ => None,
+        },
+        hostname: non_empty(&d.hostname),
+        scheme: non_empty(&d.scheme),
+        url: non_empty(&d.url),
+        s3_bucket: non_empty(&d.bucket),
+        s3_key: non_empty(&d.key),
+    });
+    action.uid = Some(held.uid);
+    if let Some(actor) = &raw.actor {
+        action.user = non_empty(&actor.user);
     }
+    action.cgroup = non_empty(&raw.cgroup);
+    action.unit = raw.cgroup.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_owned);
+    action.parents = raw
+        .parents
+        .iter()
+        .map(|p| airlock_policy::ParentProcess { pid: p.pid, binary: non_empty(&p.binary), comm: non_empty(&p.comm) })
+        .collect();
+    action
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// How much longer than the TTL the agent waits for the hub's own expiry decision.

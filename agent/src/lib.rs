@@ -6,11 +6,15 @@
 pub mod audit;
 pub mod btf;
 pub mod config;
+pub mod context;
 pub mod daemon;
+pub mod egress;
 pub mod events;
+pub mod files;
 pub mod holds;
 pub mod hub_client;
 pub mod loader;
+pub mod naming;
 pub mod preflight;
 pub mod policy_gate;
 pub mod procinfo;

@@ -3,14 +3,25 @@
 //! If any step fails, the partially loaded object is dropped, which detaches whatever was
 //! attached: the host is never left half-gated.
 
-use agent_common::{names, InodeKey, KernelOffsets};
+use agent_common::{AllowKey, InodeKey, KernelOffsets, names};
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
-    programs::{Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, LpmTrie, MapData, RingBuf},
+    programs::{Lsm, TracePoint, UProbe, links::FdLink},
 };
 
-use crate::{resolve::ResolvedBinary, scope::ScopeCgroup};
+use crate::{files::ResolvedFile, resolve::ResolvedBinary, scope::ScopeCgroup};
+
+/// Every LSM gate: (program, hook), attached in this order after scope tracking.
+const LSM_GATES: &[(&str, &str)] = &[
+    (names::PROG_EXEC_CHECK, names::LSM_HOOK_EXEC),
+    (names::PROG_CONNECT_CHECK, names::LSM_HOOK_CONNECT),
+    (names::PROG_SENDMSG_CHECK, names::LSM_HOOK_SENDMSG),
+    (names::PROG_OPEN_CHECK, names::LSM_HOOK_OPEN),
+    (names::PROG_KILL_CHECK, names::LSM_HOOK_KILL),
+    (names::PROG_PTRACE_CHECK, names::LSM_HOOK_PTRACE),
+    (names::PROG_BPF_CHECK, names::LSM_HOOK_BPF),
+];
 
 /// The embedded object; empty when the build had no BPF toolchain (see build.rs).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -35,6 +46,8 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot pin the gates under {path}: {reason}")]
+    Pin { path: String, reason: String },
     #[error("filling BPF map `{map}` failed: {source}")]
     Map {
         map: &'static str,
@@ -52,13 +65,35 @@ pub struct Gates {
     pub watched_exec: HashMap<MapData, InodeKey, u32>,
     pub pending: HashMap<MapData, agent_common::HoldKey, u64>,
     pub events: RingBuf<MapData>,
+    /// Credential files, kept up to date as files appear or are replaced.
+    pub cred_files: HashMap<MapData, InodeKey, u32>,
+    /// Scope cgroups, extended as sub-cgroups appear.
+    pub scope_cgroups: HashMap<MapData, u64, u32>,
+    /// True when a previous daemon's pinned gates were found and taken over.
+    pub adopted: bool,
+    /// Where the gates are pinned.
+    pub pin_dir: std::path::PathBuf,
+    /// Host names watched processes resolved (None when no libc was found to probe).
+    pub dns_names: Option<HashMap<MapData, agent_common::DnsKey, agent_common::HostName>>,
 }
 
 /// What the gates enforce.
 pub struct GateSpec<'a> {
     pub offsets: KernelOffsets,
     pub scope: &'a [ScopeCgroup],
+    /// Processes already in scope when the agent starts (see `scope::existing_tasks`).
+    pub scope_tasks: &'a [u32],
     pub watched: &'a [ResolvedBinary],
+    /// Allowed egress prefixes.
+    pub allow: &'a [AllowKey],
+    pub credentials: &'a [ResolvedFile],
+    /// The agent's own files: no writes from scope.
+    pub protected_files: &'a [InodeKey],
+    /// The daemon's tgid(s): no signals or ptrace from scope.
+    pub protected_tasks: &'a [u32],
+    /// bpffs directory for maps and links, so enforcement outlives the daemon.
+    pub pin_dir: &'a std::path::Path,
+    pub settings: agent_common::Settings,
 }
 
 /// Loads, fills and attaches everything in [`GateSpec`].
@@ -69,29 +104,102 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotBuiltIn);
     }
+    let links_dir = spec.pin_dir.join("links");
+    let adopted = std::fs::read_dir(&links_dir).is_ok_and(|mut d| d.next().is_some());
+    let result = load_pinned(spec, adopted);
+    if result.is_err() && !adopted {
+        // A refused fresh start leaves nothing behind (no maps, no links).
+        let _ = std::fs::remove_dir_all(spec.pin_dir);
+    }
+    result
+}
+
+/// Removes the pins, so dropping the loaded object detaches everything (graceful stop).
+pub fn unpin(pin_dir: &std::path::Path) {
+    if let Err(error) = std::fs::remove_dir_all(pin_dir) {
+        tracing::warn!(%error, dir = %pin_dir.display(), "cannot remove pinned gates");
+    }
+}
+
+fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
+    let pin_err = |path: &std::path::Path, reason: String| LoadError::Pin {
+        path: path.display().to_string(),
+        reason,
+    };
+    let maps_dir = spec.pin_dir.join("maps");
+    let links_dir = spec.pin_dir.join("links");
+    for dir in [&maps_dir, &links_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e.to_string()))?;
+    }
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
+        .override_global(names::GLOBAL_SETTINGS, &spec.settings, true)
+        .default_map_pin_directory(&maps_dir)
         .load(OBJECT)
         .map_err(LoadError::Object)?;
+    // The previous daemon's pid must not stay protected (it could be reused).
+    let mut daemon: HashMap<_, u32, u32> = map_mut(&mut ebpf, names::MAP_PROTECTED_TASKS)?;
+    let stale: Vec<u32> = daemon.keys().flatten().collect();
+    for pid in stale {
+        let _ = daemon.remove(&pid);
+    }
 
     fill(&mut ebpf, spec)?;
 
     // Scope tracking first, so no fork between attaching the gate and tracking is missed.
-    attach_tracepoint(&mut ebpf, names::PROG_FORK, &[("sched", "sched_process_fork")])?;
-    attach_tracepoint(&mut ebpf, names::PROG_EXIT, &[("sched", "sched_process_exit")])?;
+    attach_tracepoint(
+        &mut ebpf,
+        names::PROG_FORK,
+        &[("sched", "sched_process_fork")],
+        &links_dir,
+    )?;
+    attach_tracepoint(
+        &mut ebpf,
+        names::PROG_EXIT,
+        &[("sched", "sched_process_exit")],
+        &links_dir,
+    )?;
     attach_tracepoint(
         &mut ebpf,
         names::PROG_EXEC_DONE,
-        &[("syscalls", "sys_exit_execve"), ("syscalls", "sys_exit_execveat")],
+        &[
+            ("syscalls", "sys_exit_execve"),
+            ("syscalls", "sys_exit_execveat"),
+        ],
+        &links_dir,
     )?;
     let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
-    let lsm: &mut Lsm = program(&mut ebpf, names::PROG_EXEC_CHECK)?;
-    let program_err = |source| LoadError::Program { program: names::PROG_EXEC_CHECK, source };
-    lsm.load(names::LSM_HOOK_EXEC, &btf).map_err(program_err)?;
-    lsm.attach().map_err(program_err)?;
-    tracing::info!(hook = names::LSM_HOOK_EXEC, "exec gate attached");
+    for &(name, hook) in LSM_GATES {
+        let lsm: &mut Lsm = program(&mut ebpf, name)?;
+        let program_err = |source| LoadError::Program {
+            program: name,
+            source,
+        };
+        lsm.load(hook, &btf).map_err(program_err)?;
+        let id = lsm.attach().map_err(program_err)?;
+        let link = FdLink::from(lsm.take_link(id).map_err(program_err)?);
+        pin_link(link, &links_dir, name)?;
+        tracing::info!(hook, adopted, "gate attached and pinned");
+    }
+
+    let dns_names = match attach_resolver_probes(&mut ebpf) {
+        Ok(libc) => {
+            tracing::info!(libc = %libc.display(), "resolver probes attached");
+            Some(take_map(&mut ebpf, names::MAP_DNS_NAMES)?)
+        }
+        // Host names are context, not enforcement: run without them, loudly.
+        Err(error) => {
+            tracing::warn!(%error, "no getaddrinfo probes; held destinations will carry addresses only");
+            None
+        }
+    };
 
     Ok(Gates {
+        adopted,
+        pin_dir: spec.pin_dir.to_owned(),
+        dns_names,
+        cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
+        scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
         watched_exec: take_map(&mut ebpf, names::MAP_WATCHED_EXEC)?,
         pending: take_map(&mut ebpf, names::MAP_PENDING)?,
@@ -105,14 +213,129 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
     for cg in spec.scope {
         cgroups
             .insert(cg.id, 1, 0)
-            .map_err(|source| LoadError::Map { map: names::MAP_SCOPE_CGROUPS, source })?;
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_SCOPE_CGROUPS,
+                source,
+            })?;
+    }
+    let mut tasks: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_SCOPE_TASKS)?;
+    for tgid in spec.scope_tasks {
+        tasks.insert(*tgid, 1, 0).map_err(|source| LoadError::Map {
+            map: names::MAP_SCOPE_TASKS,
+            source,
+        })?;
     }
     let mut watched: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_WATCHED_EXEC)?;
     for (index, binary) in spec.watched.iter().enumerate() {
         watched
             .insert(binary.key, index as u32, 0)
-            .map_err(|source| LoadError::Map { map: names::MAP_WATCHED_EXEC, source })?;
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_WATCHED_EXEC,
+                source,
+            })?;
     }
+    let mut creds: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_CRED_FILES)?;
+    for (index, file) in spec.credentials.iter().enumerate() {
+        creds
+            .insert(file.key, index as u32, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_CRED_FILES,
+                source,
+            })?;
+    }
+    let mut protected: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_PROTECTED_FILES)?;
+    for key in spec.protected_files {
+        protected
+            .insert(*key, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_PROTECTED_FILES,
+                source,
+            })?;
+    }
+    let mut daemon: HashMap<_, u32, u32> = map_mut(ebpf, names::MAP_PROTECTED_TASKS)?;
+    // (stale entries of a previous daemon were removed in load_pinned)
+    for tgid in spec.protected_tasks {
+        daemon
+            .insert(*tgid, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_PROTECTED_TASKS,
+                source,
+            })?;
+    }
+    let map = ebpf
+        .map_mut(names::MAP_EGRESS_ALLOW)
+        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
+    let mut allow: LpmTrie<_, [u8; 16], u32> =
+        LpmTrie::try_from(map).map_err(|source| LoadError::Map {
+            map: names::MAP_EGRESS_ALLOW,
+            source,
+        })?;
+    for key in spec.allow {
+        let trie_key = aya::maps::lpm_trie::Key::new(key.prefix_len, key.addr);
+        allow
+            .insert(&trie_key, 1, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_EGRESS_ALLOW,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// The C library processes on this host load (the daemon's own, from /proc/self/maps).
+fn libc_path() -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_ascii_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with("libc.so") || f.starts_with("libc-"))
+        })
+        .map(std::path::PathBuf::from)
+}
+
+fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadError> {
+    let libc = libc_path().ok_or(LoadError::NoProgram("libc for getaddrinfo"))?;
+    for name in [names::PROG_DNS_ENTER, names::PROG_DNS_EXIT] {
+        let program_err = |source| LoadError::Program {
+            program: name,
+            source,
+        };
+        let probe: &mut UProbe = program(ebpf, name)?;
+        probe.load().map_err(program_err)?;
+        probe
+            .attach(
+                names::SYM_GETADDRINFO,
+                &libc,
+                aya::programs::uprobe::UProbeScope::AllProcesses,
+            )
+            .map_err(program_err)?;
+    }
+    Ok(libc)
+}
+
+/// Pins `link` as `links_dir/name`, replacing (and so detaching) a previous daemon's link
+/// only after the new one is attached: there is no moment without the gate.
+fn pin_link(link: FdLink, links_dir: &std::path::Path, name: &str) -> Result<(), LoadError> {
+    let final_path = links_dir.join(name);
+    let new_path = links_dir.join(format!("{name}_new"));
+    let _ = std::fs::remove_file(&new_path);
+    let pinned = link.pin(&new_path).map_err(|e| LoadError::Pin {
+        path: new_path.display().to_string(),
+        reason: format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    })?;
+    std::fs::rename(&new_path, &final_path).map_err(|e| LoadError::Pin {
+        path: final_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // The pin keeps the link; our fd can go.
+    drop(FdLink::from(pinned));
     Ok(())
 }
 
@@ -120,12 +343,30 @@ fn attach_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     points: &[(&str, &str)],
+    links_dir: &std::path::Path,
 ) -> Result<(), LoadError> {
-    let program_err = |source| LoadError::Program { program: name, source };
+    let program_err = |source| LoadError::Program {
+        program: name,
+        source,
+    };
     let tp: &mut TracePoint = program(ebpf, name)?;
     tp.load().map_err(program_err)?;
-    for (category, point) in points {
-        tp.attach(category, point).map_err(program_err)?;
+    for (i, (category, point)) in points.iter().enumerate() {
+        // Pinned, scope tracking outlives the daemon. Should a kernel refuse to pin a
+        // perf-event (tracepoint) link, the refused link is gone with the error: attach
+        // again and keep that one with the loaded object; after a crash scope then comes
+        // from the cgroups and the tasks already recorded.
+        let id = tp.attach(category, point).map_err(program_err)?;
+        let link = tp.take_link(id).map_err(program_err)?;
+        let pinned = FdLink::try_from(link)
+            .map_err(|e| e.to_string())
+            .and_then(|link| {
+                pin_link(link, links_dir, &format!("{name}_{i}")).map_err(|e| e.to_string())
+            });
+        if let Err(reason) = pinned {
+            tracing::warn!(program = name, %reason, "scope tracking is not pinned on this kernel");
+            tp.attach(category, point).map_err(program_err)?;
+        }
     }
     Ok(())
 }
@@ -135,7 +376,10 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(LoadError::NoProgram(name))?;
-    program.try_into().map_err(|source| LoadError::Program { program: name, source })
+    program.try_into().map_err(|source| LoadError::Program {
+        program: name,
+        source,
+    })
 }
 
 fn map_mut<'a, K: aya::Pod, V: aya::Pod>(

@@ -66,7 +66,10 @@ pub fn parents(pid: u32) -> Vec<ProcessInfo> {
 pub fn cgroup(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)))
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
         .unwrap_or_default()
 }
 

@@ -44,12 +44,22 @@ pub struct ResolvedBinary {
 ///
 /// # Errors
 /// The first [`ResolveError`], which names the entry.
-pub fn resolve_all(names: &[String], search_path: &str) -> Result<Vec<ResolvedBinary>, ResolveError> {
+pub fn resolve_all(
+    names: &[String],
+    search_path: &str,
+) -> Result<Vec<ResolvedBinary>, ResolveError> {
     let mounts = MountTable::read()?;
-    names.iter().map(|name| resolve_one(name, search_path, &mounts)).collect()
+    names
+        .iter()
+        .map(|name| resolve_one(name, search_path, &mounts))
+        .collect()
 }
 
-fn resolve_one(name: &str, search_path: &str, mounts: &MountTable) -> Result<ResolvedBinary, ResolveError> {
+fn resolve_one(
+    name: &str,
+    search_path: &str,
+    mounts: &MountTable,
+) -> Result<ResolvedBinary, ResolveError> {
     let found = if name.contains('/') {
         PathBuf::from(name)
     } else {
@@ -58,22 +68,32 @@ fn resolve_one(name: &str, search_path: &str, mounts: &MountTable) -> Result<Res
             search_path: search_path.to_owned(),
         })?
     };
-    let path = std::fs::canonicalize(&found)
-        .map_err(|source| ResolveError::Missing { path: found.clone(), source })?;
-    let meta = std::fs::metadata(&path)
-        .map_err(|source| ResolveError::Missing { path: path.clone(), source })?;
+    let path = std::fs::canonicalize(&found).map_err(|source| ResolveError::Missing {
+        path: found.clone(),
+        source,
+    })?;
+    let meta = std::fs::metadata(&path).map_err(|source| ResolveError::Missing {
+        path: path.clone(),
+        source,
+    })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(ResolveError::NotExecutable(path));
     }
     let key = inode_key(&path, mounts)?;
-    Ok(ResolvedBinary { name: name.to_owned(), path, key })
+    Ok(ResolvedBinary {
+        name: name.to_owned(),
+        path,
+        key,
+    })
 }
 
 fn search(name: &str, search_path: &str) -> Option<PathBuf> {
-    std::env::split_paths(search_path).map(|dir| dir.join(name)).find(|candidate| {
-        std::fs::metadata(candidate)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(search_path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// The kernel's identity of the file at `path`.
@@ -81,7 +101,10 @@ fn search(name: &str, search_path: &str) -> Option<PathBuf> {
 /// # Errors
 /// [`ResolveError::Mount`] when the file or its mount cannot be identified.
 pub fn inode_key(path: &Path, mounts: &MountTable) -> Result<InodeKey, ResolveError> {
-    let mount_err = |reason: String| ResolveError::Mount { path: path.to_owned(), reason };
+    let mount_err = |reason: String| ResolveError::Mount {
+        path: path.to_owned(),
+        reason,
+    };
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|e| mount_err(e.to_string()))?;
     // SAFETY: statx writes into the zeroed buffer we own; the path is NUL-terminated.
     let stx = unsafe {
@@ -99,11 +122,16 @@ pub fn inode_key(path: &Path, mounts: &MountTable) -> Result<InodeKey, ResolveEr
         stx
     };
     if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(mount_err("the kernel did not report a mount id (needs Linux 5.8+)".into()));
+        return Err(mount_err(
+            "the kernel did not report a mount id (needs Linux 5.8+)".into(),
+        ));
     }
-    let dev = mounts
-        .sb_dev(stx.stx_mnt_id)
-        .ok_or_else(|| mount_err(format!("mount {} is not in /proc/self/mountinfo", stx.stx_mnt_id)))?;
+    let dev = mounts.sb_dev(stx.stx_mnt_id).ok_or_else(|| {
+        mount_err(format!(
+            "mount {} is not in /proc/self/mountinfo",
+            stx.stx_mnt_id
+        ))
+    })?;
     Ok(InodeKey::new(dev, stx.stx_ino))
 }
 
@@ -118,10 +146,11 @@ impl MountTable {
     /// # Errors
     /// [`ResolveError::Mount`] when the table cannot be read.
     pub fn read() -> Result<Self, ResolveError> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| ResolveError::Mount {
-            path: PathBuf::from("/proc/self/mountinfo"),
-            reason: e.to_string(),
-        })?;
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| ResolveError::Mount {
+                path: PathBuf::from("/proc/self/mountinfo"),
+                reason: e.to_string(),
+            })?;
         Ok(Self::parse(&text))
     }
 
@@ -170,28 +199,46 @@ mod tests {
         let search = dir.path().to_str().expect("utf8");
 
         let resolved = resolve_all(&["tool".into()], search).expect("resolves");
-        assert_eq!(resolved[0].path, std::fs::canonicalize(&real).expect("canon"));
+        assert_eq!(
+            resolved[0].path,
+            std::fs::canonicalize(&real).expect("canon")
+        );
         // A hard link shares the inode, so it gets the same key.
         std::fs::hard_link(&real, dir.path().join("renamed")).expect("link");
         let linked = resolve_all(&["renamed".into()], search).expect("resolves");
         assert_eq!(linked[0].key, resolved[0].key);
         let meta = std::fs::metadata(&real).expect("meta");
-        assert_eq!(resolved[0].key.ino, std::os::unix::fs::MetadataExt::ino(&meta));
+        assert_eq!(
+            resolved[0].key.ino,
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        );
     }
 
     #[test]
     fn unknown_and_non_executable_binaries_are_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
         let search = dir.path().to_str().expect("utf8");
-        let err = resolve_all(&["no-such-tool".into()], search).unwrap_err().to_string();
-        assert_eq!(err, format!("watched binary `no-such-tool` was not found in {search}"));
+        let err = resolve_all(&["no-such-tool".into()], search)
+            .expect_err("must fail")
+            .to_string();
+        assert_eq!(
+            err,
+            format!("watched binary `no-such-tool` was not found in {search}")
+        );
 
         let plain = dir.path().join("data.txt");
         std::fs::write(&plain, "x").expect("write");
-        let err = resolve_all(&[plain.display().to_string()], search).unwrap_err().to_string();
+        let err = resolve_all(&[plain.display().to_string()], search)
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("is not an executable regular file"), "{err}");
 
-        let err = resolve_all(&["/nonexistent/bin/tool".into()], search).unwrap_err().to_string();
-        assert!(err.starts_with("watched binary /nonexistent/bin/tool does not exist"), "{err}");
+        let err = resolve_all(&["/nonexistent/bin/tool".into()], search)
+            .expect_err("must fail")
+            .to_string();
+        assert!(
+            err.starts_with("watched binary /nonexistent/bin/tool does not exist"),
+            "{err}"
+        );
     }
 }

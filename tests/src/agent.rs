@@ -58,12 +58,17 @@ impl Agent {
 
     /// Starts `airlock run` and waits for READY=1 (panics with the agent's log otherwise).
     pub fn start(spec: &AgentSpec<'_>) -> Self {
+        Self::start_with(spec, "")
+    }
+
+    /// As [`Agent::start`], with `extra` TOML (more sections) appended to the config.
+    pub fn start_with(spec: &AgentSpec<'_>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let auditor_key = dir.path().join("auditor.key");
         let keygen = Command::new(airlock_bin()).arg("auditor-keygen").arg(&auditor_key).output().expect("run keygen");
         assert!(keygen.status.success(), "auditor-keygen: {}", String::from_utf8_lossy(&keygen.stderr));
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, Self::config_text(spec, dir.path())).expect("write config");
+        std::fs::write(&config, format!("{}{extra}", Self::config_text(spec, dir.path()))).expect("write config");
         let audit = dir.path().join("audit");
         let audit_pub = dir.path().join("audit.key.pub");
         let notify = dir.path().join("notify.sock");
@@ -116,6 +121,16 @@ impl Agent {
             .collect()
     }
 
+    /// The audit log file being written now (the newest `audit-*.jsonl`).
+    pub fn audit_file(&self) -> PathBuf {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl")));
+        files.sort();
+        files.pop().expect("the agent has an audit log file")
+    }
+
     /// The records whose correlation id is `id`, oldest first.
     pub fn records_for(&self, id: &str) -> Vec<serde_json::Value> {
         self.audit_records().into_iter().filter(|r| r["metadata"]["uid"] == id).collect()
@@ -128,6 +143,10 @@ impl Agent {
         })
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -136,6 +155,12 @@ impl Agent {
     pub fn hangup(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    }
+
+    /// Crash (SIGKILL) and wait: nothing of the graceful stop runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Graceful stop (SIGTERM) and wait.

@@ -20,14 +20,17 @@ impl TestCgroup {
 
     /// Moves `pid` into this cgroup.
     pub fn add(&self, pid: u32) {
-        add_pid(&self.path, pid).unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.path.display()));
+        add_pid(&self.path, pid)
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", self.path.display()));
     }
 }
 
 /// Writes `pid` to `cgroup/cgroup.procs`; usable from `pre_exec` (no allocation on the
 /// error path matters there, the child just fails).
 pub fn add_pid(cgroup: &Path, pid: u32) -> std::io::Result<()> {
-    let mut procs = std::fs::OpenOptions::new().write(true).open(cgroup.join("cgroup.procs"))?;
+    let mut procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))?;
     procs.write_all(pid.to_string().as_bytes())
 }
 
@@ -35,7 +38,10 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         if let Ok(pids) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
             for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         for _ in 0..100 {

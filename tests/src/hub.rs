@@ -9,9 +9,9 @@ use airlock_proto::v1::{
     approver_service_client::ApproverServiceClient, watch_event, ApprovalRequest, DecideRequest,
     GrantScope, ListRequest, RequestState, Verdict, WatchEvent, WatchRequest,
 };
-use tonic::{metadata::MetadataValue, Request};
+use tonic::{Request, metadata::MetadataValue};
 
-use crate::{airlock_bin, free_port, wait_for, SLOW};
+use crate::{SLOW, airlock_bin, free_port, wait_for};
 
 pub struct Hub {
     pub url: String,
@@ -68,7 +68,10 @@ impl Hub {
             .connect()
             .await
             .expect("connect to hub");
-        Approver { client: ApproverServiceClient::new(channel), principal: principal.to_owned() }
+        Approver {
+            client: ApproverServiceClient::new(channel),
+            principal: principal.to_owned(),
+        }
     }
 }
 
@@ -88,7 +91,10 @@ impl Approver {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         let md = request.metadata_mut();
-        md.insert("x-airlock-principal", MetadataValue::try_from(self.principal.as_str()).expect("ascii"));
+        md.insert(
+            "x-airlock-principal",
+            MetadataValue::try_from(self.principal.as_str()).expect("ascii"),
+        );
         md.insert("x-airlock-role", MetadataValue::from_static("approver"));
         request
     }
@@ -156,10 +162,16 @@ impl Approver {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let all = self.list(&[]).await;
-            if let Some(r) = all.into_iter().find(|r| r.id == id && r.state != RequestState::Pending as i32) {
+            if let Some(r) = all
+                .into_iter()
+                .find(|r| r.id == id && r.state != RequestState::Pending as i32)
+            {
                 return r;
             }
-            assert!(tokio::time::Instant::now() < deadline, "request {id} still pending after {timeout:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {id} still pending after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -5,18 +5,21 @@
 //! with `--ignored` inside QEMU on Debian's 6.1 and 6.12 kernels (or natively where the host
 //! has BPF LSM). Helpers panic with a sentence on failure, as aya's integration tests do.
 
-pub mod cgroup;
-pub mod hub;
 pub mod agent;
+pub mod cgroup;
+pub mod gates;
+pub mod hub;
 pub mod process;
 
 use std::{path::PathBuf, time::Duration};
 
 /// The `airlock` binary under test: `$AIRLOCK_BIN`, else the workspace's debug build.
 pub fn airlock_bin() -> PathBuf {
-    let path = std::env::var_os("AIRLOCK_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/airlock")
-    });
+    let path = std::env::var_os("AIRLOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/airlock")
+        });
     assert!(
         path.exists(),
         "{} does not exist: build it with `cargo build -p airlock-agent` (or set AIRLOCK_BIN)",
@@ -40,7 +43,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
         if let Some(value) = probe() {
             return value;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

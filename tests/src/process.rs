@@ -15,12 +15,12 @@ pub fn spawn_in(cgroup: &Path, cmd: &mut Command) -> Child {
 /// Like [`spawn_in`], returning the exec's error (EPERM when airlock denied it).
 pub fn try_spawn_in(cgroup: &Path, cmd: &mut Command) -> std::io::Result<Child> {
     let procs = cgroup.join("cgroup.procs");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     // SAFETY: the closure only makes async-signal-safe syscalls (open/write/close).
     unsafe {
-        cmd.pre_exec(move || {
-            std::fs::write(&procs, std::process::id().to_string())
-        });
+        cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
     }
     cmd.spawn()
 }
@@ -29,7 +29,8 @@ pub fn try_spawn_in(cgroup: &Path, cmd: &mut Command) -> std::io::Result<Child> 
 pub fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The comm field may contain spaces; the state follows its closing parenthesis.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
 }
 
 /// A private copy of a real binary (its own inode, so tests never share a watch).
@@ -45,7 +46,10 @@ pub fn children(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
     }

@@ -15,21 +15,34 @@ fn run_agent(config_text: &str, as_uid: Option<u32>) -> (i32, String) {
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, config_text).expect("write");
     let mut cmd = Command::new(airlock_bin());
-    cmd.args(["run", "--config"]).arg(&config).env("NO_COLOR", "1");
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1");
     if let Some(uid) = as_uid {
         cmd.uid(uid).gid(uid);
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
     }
     let out = cmd.output().expect("run agent");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_sentence(code: i32, stderr: &str, expected: &str) {
     assert_eq!(code, 2, "exit code for `{expected}`; stderr: {stderr}");
     let lines: Vec<&str> = stderr.trim().lines().collect();
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
-    assert!(lines[0].starts_with("airlock: ") && lines[0].contains(expected), "{stderr}");
+    assert!(
+        lines[0].starts_with("airlock: ") && lines[0].contains(expected),
+        "{stderr}"
+    );
 }
 
 fn valid_config(cgroup: &std::path::Path, watch: &str) -> String {
@@ -48,7 +61,10 @@ fn assert_nothing_attached() {
         .filter_map(|p| p.name_as_str().map(str::to_owned))
         .collect();
     for name in ours {
-        assert!(!loaded.iter().any(|l| l == name), "program `{name}` is still loaded: {loaded:?}");
+        assert!(
+            !loaded.iter().any(|l| l == name),
+            "program `{name}` is still loaded: {loaded:?}"
+        );
     }
 }
 
@@ -60,8 +76,15 @@ mod agent_common_names {
 
 #[test]
 fn missing_config_file() {
-    let out = Command::new(airlock_bin()).args(["run", "--config", "/nonexistent/agent.toml"]).output().expect("run");
-    assert_one_sentence(out.status.code().unwrap_or(-1), &String::from_utf8_lossy(&out.stderr), "cannot read config file /nonexistent/agent.toml");
+    let out = Command::new(airlock_bin())
+        .args(["run", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .expect("run");
+    assert_one_sentence(
+        out.status.code().unwrap_or(-1),
+        &String::from_utf8_lossy(&out.stderr),
+        "cannot read config file /nonexistent/agent.toml",
+    );
 }
 
 #[test]
@@ -76,18 +99,39 @@ fn invalid_config_file() {
 #[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
 fn unknown_binary_path() {
     let cgroup = TestCgroup::new("bad-binary");
-    let (code, stderr) = run_agent(&valid_config(&cgroup.path, "/nonexistent/bin/exporter"), None);
-    assert_one_sentence(code, &stderr, "watched binary /nonexistent/bin/exporter does not exist");
+    let (code, stderr) = run_agent(
+        &valid_config(&cgroup.path, "/nonexistent/bin/exporter"),
+        None,
+    );
+    assert_one_sentence(
+        code,
+        &stderr,
+        "watched binary /nonexistent/bin/exporter does not exist",
+    );
     let (code, stderr) = run_agent(&valid_config(&cgroup.path, "no-such-export-tool"), None);
-    assert_one_sentence(code, &stderr, "watched binary `no-such-export-tool` was not found");
+    assert_one_sentence(
+        code,
+        &stderr,
+        "watched binary `no-such-export-tool` was not found",
+    );
     assert_nothing_attached();
 }
 
 #[test]
 #[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
 fn unknown_scope_cgroup() {
-    let (code, stderr) = run_agent(&valid_config(std::path::Path::new("/sys/fs/cgroup/no-such-unit.slice"), "/bin/echo"), None);
-    assert_one_sentence(code, &stderr, "scope cgroup /sys/fs/cgroup/no-such-unit.slice does not exist");
+    let (code, stderr) = run_agent(
+        &valid_config(
+            std::path::Path::new("/sys/fs/cgroup/no-such-unit.slice"),
+            "/bin/echo",
+        ),
+        None,
+    );
+    assert_one_sentence(
+        code,
+        &stderr,
+        "scope cgroup /sys/fs/cgroup/no-such-unit.slice does not exist",
+    );
 }
 
 #[test]
@@ -103,7 +147,10 @@ fn non_root_start() {
 #[ignore = "needs a kernel without BPF LSM: run with `cargo xtask test`"]
 fn kernel_without_bpf_lsm() {
     let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    assert!(!lsms.split(',').any(|l| l == "bpf"), "this test needs a kernel without BPF LSM, got {lsms}");
+    assert!(
+        !lsms.split(',').any(|l| l == "bpf"),
+        "this test needs a kernel without BPF LSM, got {lsms}"
+    );
     let cgroup = TestCgroup::new("no-lsm");
     let (code, stderr) = run_agent(&valid_config(&cgroup.path, "/bin/echo"), None);
     assert_one_sentence(code, &stderr, "this kernel does not run the BPF LSM");

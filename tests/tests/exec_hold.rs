@@ -14,12 +14,13 @@ use std::{
 
 use airlock_proto::v1::{ActionClass, ApprovalRequest, RequestState};
 use airlock_tests::{
+    SLOW,
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
     hub::Hub,
     airlock_of,
     process::{self, tool_copy},
-    wait_for, SLOW,
+    wait_for,
 };
 
 struct Setup {
@@ -42,11 +43,20 @@ fn setup(name: &str, ttl: &str) -> Setup {
         ttl,
         policy: None,
     });
-    Setup { hub, agent, cgroup, tool, _dir: dir }
+    Setup {
+        hub,
+        agent,
+        cgroup,
+        tool,
+        _dir: dir,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Spawns in a thread: std's `spawn` waits until the child's exec succeeded or failed, and
@@ -57,7 +67,8 @@ fn spawn_held(setup: &Setup, args: &[&str]) -> JoinHandle<io::Result<Child>> {
     let cgroup = setup.cgroup.path.clone();
     std::thread::spawn(move || {
         let procs = cgroup.join("cgroup.procs");
-        cmd.stdout(std::process::Stdio::piped()).stdin(std::process::Stdio::null());
+        cmd.stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null());
         // SAFETY: open/write/close only, which are async-signal-safe.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
@@ -69,11 +80,20 @@ fn spawn_held(setup: &Setup, args: &[&str]) -> JoinHandle<io::Result<Child>> {
 }
 
 fn is_for(tool: &PathBuf) -> impl Fn(&ApprovalRequest) -> bool + '_ {
-    move |r| r.action.as_ref().is_some_and(|a| a.binary == tool.display().to_string())
+    move |r| {
+        r.action
+            .as_ref()
+            .is_some_and(|a| a.binary == tool.display().to_string())
+    }
 }
 
 fn actor_pid(request: &ApprovalRequest) -> u32 {
-    request.action.as_ref().and_then(|a| a.actor.as_ref()).map(|p| p.pid).expect("actor pid")
+    request
+        .action
+        .as_ref()
+        .and_then(|a| a.actor.as_ref())
+        .map(|p| p.pid)
+        .expect("actor pid")
 }
 
 #[test]
@@ -87,16 +107,35 @@ fn approved_exec_runs_to_completion_with_its_real_output() {
     });
     let action = request.action.clone().expect("action");
     assert_eq!(action.class, ActionClass::Exec as i32);
-    assert_eq!(action.argv, [s.tool.display().to_string(), "hello".into(), "from".into(), "an".into(), "agent".into()]);
+    assert_eq!(
+        action.argv,
+        [
+            s.tool.display().to_string(),
+            "hello".into(),
+            "from".into(),
+            "an".into(),
+            "agent".into()
+        ]
+    );
     let pid = actor_pid(&request);
-    assert_eq!(process::state(pid), Some('T'), "the held process must be stopped");
+    assert_eq!(
+        process::state(pid),
+        Some('T'),
+        "the held process must be stopped"
+    );
     assert!(!spawned.is_finished(), "exec must not return while held");
 
     s.hub.cli_ok("alice", &["approve", &request.id]);
-    let child = spawned.join().expect("thread").expect("approved exec succeeds");
+    let child = spawned
+        .join()
+        .expect("thread")
+        .expect("approved exec succeeds");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from an agent\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from an agent\n"
+    );
 
     s.agent.wait_record(&request.id, "outcome");
     let records = s.agent.records_for(&request.id);
@@ -111,12 +150,34 @@ fn approved_exec_runs_to_completion_with_its_real_output() {
 fn denied_exec_fails_with_eperm_in_the_parent() {
     let s = setup("deny", "120s");
     let spawned = spawn_held(&s, &["secret-export"]);
-    let request = runtime().block_on(async { s.hub.approver("bob").await.watch_for(SLOW, is_for(&s.tool)).await });
-    let out = s.hub.cli("bob", &["deny", &request.id, "--reason", "not during the audit"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let err = spawned.join().expect("thread").expect_err("denied exec must fail");
+    let request = runtime().block_on(async {
+        s.hub
+            .approver("bob")
+            .await
+            .watch_for(SLOW, is_for(&s.tool))
+            .await
+    });
+    let out = s.hub.cli(
+        "bob",
+        &["deny", &request.id, "--reason", "not during the audit"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = spawned
+        .join()
+        .expect("thread")
+        .expect_err("denied exec must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
-    let final_state = runtime().block_on(async { s.hub.approver("bob").await.wait_final(&request.id, SLOW).await });
+    let final_state = runtime().block_on(async {
+        s.hub
+            .approver("bob")
+            .await
+            .wait_final(&request.id, SLOW)
+            .await
+    });
     assert_eq!(final_state.state, RequestState::Denied as i32);
 }
 
@@ -126,7 +187,10 @@ fn no_decision_within_the_ttl_means_eperm() {
     let s = setup("ttl", "3s");
     let started = Instant::now();
     let spawned = spawn_held(&s, &["waits-forever"]);
-    let err = spawned.join().expect("thread").expect_err("expired exec must fail");
+    let err = spawned
+        .join()
+        .expect("thread")
+        .expect_err("expired exec must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     assert!(started.elapsed() >= Duration::from_secs(3), "denied before the TTL: {:?}", started.elapsed());
     // The outcome is written right after the release, so it may trail the EPERM slightly.
@@ -141,20 +205,50 @@ fn stray_sigcont_neither_releases_nor_asks_twice() {
     let s = setup("sigcont", "120s");
     let spawned = spawn_held(&s, &["still", "held"]);
     let rt = runtime();
-    let request = rt.block_on(async { s.hub.approver("carol").await.watch_for(SLOW, is_for(&s.tool)).await });
+    let request = rt.block_on(async {
+        s.hub
+            .approver("carol")
+            .await
+            .watch_for(SLOW, is_for(&s.tool))
+            .await
+    });
     let pid = actor_pid(&request);
     for _ in 0..3 {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .expect("SIGCONT");
         std::thread::sleep(Duration::from_millis(300));
     }
     // The restarted syscall finds no verdict and stops the task again.
-    wait_for(SLOW, "the task to stop again", || (process::state(pid) == Some('T')).then_some(()));
-    assert!(!spawned.is_finished(), "a stray SIGCONT let the exec through");
-    let pending = rt.block_on(async { s.hub.approver("carol").await.list(&[RequestState::Pending]).await });
-    assert_eq!(pending.iter().filter(|r| is_for(&s.tool)(r)).count(), 1, "one request, not one per SIGCONT");
+    wait_for(SLOW, "the task to stop again", || {
+        (process::state(pid) == Some('T')).then_some(())
+    });
+    assert!(
+        !spawned.is_finished(),
+        "a stray SIGCONT let the exec through"
+    );
+    let pending = rt.block_on(async {
+        s.hub
+            .approver("carol")
+            .await
+            .list(&[RequestState::Pending])
+            .await
+    });
+    assert_eq!(
+        pending.iter().filter(|r| is_for(&s.tool)(r)).count(),
+        1,
+        "one request, not one per SIGCONT"
+    );
 
     s.hub.cli_ok("carol", &["approve", &request.id]);
-    let out = spawned.join().expect("thread").expect("runs").wait_with_output().expect("wait");
+    let out = spawned
+        .join()
+        .expect("thread")
+        .expect("runs")
+        .wait_with_output()
+        .expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "still held\n");
 }
 
@@ -166,8 +260,11 @@ fn sigkill_of_the_held_process_cancels_its_request() {
     let rt = runtime();
     let approver = rt.block_on(s.hub.approver("dave"));
     let request = rt.block_on(approver.watch_for(SLOW, is_for(&s.tool)));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(actor_pid(&request) as i32), nix::sys::signal::Signal::SIGKILL)
-        .expect("SIGKILL");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(actor_pid(&request) as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
     let _ = spawned.join();
     let final_state = rt.block_on(approver.wait_final(&request.id, SLOW));
     assert_eq!(final_state.state, RequestState::Cancelled as i32);
@@ -191,7 +288,13 @@ fn out_of_scope_and_unwatched_execs_run_untouched_without_events() {
     std::thread::sleep(Duration::from_secs(2));
     let all = runtime().block_on(async { s.hub.approver("erin").await.list(&[]).await });
     assert!(all.is_empty(), "no request expected, got {all:?}");
-    assert!(!s.agent.audit_records().iter().any(|r| r["kind"] == "attempt"), "no attempt recorded");
+    assert!(
+        !s.agent
+            .audit_records()
+            .iter()
+            .any(|r| r["kind"] == "attempt"),
+        "no attempt recorded"
+    );
     assert!(!s.agent.log_text().contains("exec held"));
 }
 

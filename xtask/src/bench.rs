@@ -20,6 +20,15 @@ pub enum Command {
         #[arg(long, default_value = "6.12")]
         kernel: Kernel,
     },
+    /// Gate overhead: agent-on/agent-off ratios of open/close, connect and exec loops, out
+    /// of scope and in scope doing non-sensitive work (in the test VM here).
+    Gates {
+        #[arg(long, default_value = "6.12")]
+        kernel: Kernel,
+        /// Iterations of the open loop (connect runs a tenth, exec a two-hundredth).
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+    },
     /// airlock-audit: durable appends/s under group commit, verify MB/s.
     Audit,
     /// airlock-mask: throughput per input shape and latency of a 2 KB request.
@@ -29,6 +38,7 @@ pub enum Command {
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
         Command::Hold { count, kernel } => hold(*count, *kernel),
+        Command::Gates { kernel, iterations } => gates(*kernel, *iterations),
         Command::Audit => library_bench("airlock-audit", "audit"),
         Command::Mask => library_bench("airlock-mask", "mask"),
     }
@@ -62,6 +72,28 @@ fn hold(count: u32, kernel: Kernel) -> Result<()> {
     let outcome = vm::run_in_guest(&spec)?;
     if outcome.exit_code != 0 {
         bail!("hold-latency exited with {} in the guest", outcome.exit_code);
+    }
+    Ok(())
+}
+
+/// Runs the gate bench driver (tests/src/bin/gate_bench.rs) in the test VM: the gates only
+/// load under BPF LSM, which this machine kind refuses (DESIGN.md §10).
+fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
+    build_airlock()?;
+    let mut build = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.current_dir(paths::workspace_root()).args(["build", "-p", "airlock-tests", "--bins"]);
+    crate::util::run_status(&mut build).context("building the gate bench driver")?;
+    let driver = paths::target_dir().join("debug/gate_bench");
+    let mut spec = GuestSpec::new(kernel, [driver.display().to_string(), iterations.to_string()]);
+    spec.cwd = paths::workspace_root();
+    spec.timeout = Duration::from_secs(1800);
+    // One vCPU: under TCG, cross-CPU wakeups (fork/exec, a connect's accept) cost more when
+    // the other vCPU is idle than when a daemon keeps it busy, which makes "agent on" look
+    // faster than "agent off". On one CPU both pay the same.
+    spec.cpus = 1;
+    let outcome = vm::run_in_guest(&spec)?;
+    if outcome.exit_code != 0 {
+        bail!("the gate bench driver exited with {} on Linux {}", outcome.exit_code, kernel.label());
     }
     Ok(())
 }

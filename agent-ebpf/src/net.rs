@@ -1,0 +1,252 @@
+//! The egress gates: `socket_connect` and `socket_sendmsg` with an explicit destination
+//! (unconnected UDP, and TCP Fast Open's `sendto`, which connects without `connect()`).
+//!
+//! Destinations in `EGRESS_ALLOW` (an LPM trie of v4-mapped 128-bit prefixes: loopback
+//! and the hub by default) pass in the kernel; everything else from a watched task is held.
+
+use agent_common::{
+    EventKind, HoldKey, HoldMode, Hook, NetEvent, NetKey, PAYLOAD_LEN,
+    hold::{AF_INET, AF_INET6, PROTO_TCP, PROTO_UDP},
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    maps::lpm_trie::Key,
+    programs::LsmContext,
+};
+
+use crate::{
+    hold,
+    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, offsets, settings},
+    scope::current_in_scope,
+    task::{self, NR_CONNECT, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO, fill_header},
+};
+
+/// x86_64 syscall numbers and `pt_regs` offsets (user ABI) for reading the first payload.
+const NR_WRITE: u64 = 1;
+const NR_WRITEV: u64 = 20;
+const PT_REGS_DX: usize = 96;
+const PT_REGS_SI: usize = 104;
+const _: () = assert!(PAYLOAD_LEN.is_power_of_two());
+
+const SOCK_STREAM: i16 = 1;
+const SOCKADDR_IN_LEN: i32 = 16;
+const SOCKADDR_IN6_LEN: i32 = 24;
+
+/// match-proto: int security_socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+pub fn check_connect(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !current_in_scope(tgid) {
+        return 0;
+    }
+    let sock: *const u8 = ctx.arg(0);
+    let addr: *const u8 = ctx.arg(1);
+    let addrlen: i32 = ctx.arg(2);
+    let Some(dest) = destination(sock, addr, addrlen) else {
+        return 0;
+    };
+    // A socket struct can be reused after free: forget what an earlier one left.
+    let _ = DEFERRED.remove(&(sock as u64));
+    if dest.protocol == PROTO_TCP
+        && settings().defer_tcp_to_first_send != 0
+        && EGRESS_ALLOW.get(Key::new(128, dest.addr)).is_none()
+        // Let the handshake happen; the first byte of data waits for a human (see
+        // `check_sendmsg`). A full map fails closed: hold at connect instead.
+        && DEFERRED.insert(&(sock as u64), &dest, 0).is_ok()
+    {
+        return 0;
+    }
+    gate(Hook::Connect, tgid, &dest)
+}
+
+/// match-proto: int security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
+pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !current_in_scope(tgid) {
+        return 0;
+    }
+    let sock: *const u8 = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    let off = offsets();
+    // SAFETY: direct BTF loads of `msghdr` members at offsets from this kernel's BTF.
+    let (name, namelen) = unsafe {
+        (
+            *(msg.add(off.msghdr_msg_name as usize) as *const *const u8),
+            *(msg.add(off.msghdr_msg_namelen as usize) as *const i32),
+        )
+    };
+    // No explicit destination: a connected socket, gated at connect — or let through
+    // there and held now, at its first send.
+    if name.is_null() {
+        // SAFETY: the value is a plain NetKey copied out.
+        return match unsafe { DEFERRED.get(&(sock as u64)) }.copied() {
+            Some(dest) => first_send(tgid, sock as u64, &dest),
+            None => 0,
+        };
+    }
+    let Some(dest) = destination(sock, name, namelen) else {
+        return 0;
+    };
+    gate(Hook::Send, tgid, &dest)
+}
+
+/// Reads an IPv4/IPv6 destination; `None` for other families (unix, netlink, AF_UNSPEC
+/// disconnects), which are not egress.
+#[inline(always)]
+fn destination(sock: *const u8, addr: *const u8, addrlen: i32) -> Option<NetKey> {
+    // SAFETY: `addr` is the kernel's copy of the caller's sockaddr (move_addr_to_kernel);
+    // probe reads fail cleanly on a bad pointer. sockaddr layouts are user ABI.
+    let family = unsafe { bpf_probe_read_kernel(addr as *const u16) }.ok()?;
+    let mut dest = NetKey::default();
+    dest.family = family;
+    let port = unsafe { bpf_probe_read_kernel(addr.add(2) as *const u16) }.ok()?;
+    dest.port = u16::from_be(port);
+    if family == AF_INET && addrlen >= SOCKADDR_IN_LEN {
+        let v4 = unsafe { bpf_probe_read_kernel(addr.add(4) as *const [u8; 4]) }.ok()?;
+        dest.addr[10] = 0xff;
+        dest.addr[11] = 0xff;
+        dest.addr[12] = v4[0];
+        dest.addr[13] = v4[1];
+        dest.addr[14] = v4[2];
+        dest.addr[15] = v4[3];
+    } else if family == AF_INET6 && addrlen >= SOCKADDR_IN6_LEN {
+        dest.addr = unsafe { bpf_probe_read_kernel(addr.add(8) as *const [u8; 16]) }.ok()?;
+    } else {
+        return None;
+    }
+    // SAFETY: direct BTF load of `socket.type` (a short) at the offset from BTF.
+    let kind = unsafe { *(sock.add(offsets().socket_type as usize) as *const i16) };
+    dest.protocol = if kind == SOCK_STREAM {
+        PROTO_TCP
+    } else {
+        PROTO_UDP
+    };
+    Some(dest)
+}
+
+/// The first send on a TCP connection let through at connect: hold it with its payload.
+#[inline(always)]
+fn first_send(tgid: u32, sock: u64, dest: &NetKey) -> i32 {
+    let key = HoldKey::net(tgid, Hook::Connect, dest);
+    let nr = task::syscall_nr();
+    let restartable = !task::is_io_worker()
+        && matches!(
+            nr,
+            NR_WRITE | NR_WRITEV | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
+        );
+    let answer = hold::gate(&key, restartable, || {
+        announce(&key, dest, nr, restartable, true)
+    });
+    if answer == 0 {
+        // Approved: the rest of this connection flows freely.
+        let _ = DEFERRED.remove(&sock);
+    }
+    answer
+}
+
+#[inline(always)]
+fn gate(hook: Hook, tgid: u32, dest: &NetKey) -> i32 {
+    if EGRESS_ALLOW.get(Key::new(128, dest.addr)).is_some() {
+        return 0;
+    }
+    let key = HoldKey::net(tgid, hook, dest);
+    let nr = task::syscall_nr();
+    let restartable =
+        !task::is_io_worker() && matches!(nr, NR_CONNECT | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG);
+    hold::gate(&key, restartable, || {
+        announce(&key, dest, nr, restartable, false)
+    })
+}
+
+#[inline(always)]
+fn announce(key: &HoldKey, dest: &NetKey, nr: u64, restartable: bool, with_payload: bool) -> i32 {
+    let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+        return hold::ring_full();
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a live reservation of size_of::<NetEvent>().
+    unsafe {
+        fill_header(&mut (*event).header, EventKind::NetHeld, *key, now);
+        (*event).dest = *dest;
+        (*event).mode = if restartable {
+            HoldMode::Stopped
+        } else {
+            HoldMode::DeniedUntilApproved
+        } as u32;
+        (*event).syscall = nr as u32;
+        (*event)._pad = 0;
+        (*event).payload_len = 0;
+        if with_payload {
+            (*event).payload_len = read_payload(nr, (*event).payload.as_mut_ptr());
+        }
+    }
+    if restartable {
+        hold::hold(key, entry, now)
+    } else {
+        hold::deny_until_approved(key, entry, now)
+    }
+}
+
+/// Copies the start of the buffer the task is sending (from its syscall arguments: write,
+/// sendto, sendmsg, writev); returns the bytes copied, 0 when it cannot tell.
+///
+/// # Safety
+/// `dst` must point to `PAYLOAD_LEN` writable bytes.
+#[inline(always)]
+unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
+    // SAFETY: pt_regs of the current task, checked by the verifier; the user reads below
+    // fail cleanly on bad pointers.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let si = *(regs.add(PT_REGS_SI) as *const u64);
+        let dx = *(regs.add(PT_REGS_DX) as *const u64);
+        let (buf, len) = match nr {
+            NR_WRITE | NR_SENDTO => (si, dx),
+            NR_SENDMSG => {
+                // struct user_msghdr: msg_iov at 16; struct iovec: base at 0, len at 8.
+                let Ok(iov) = bpf_probe_read_user((si + 16) as *const u64) else {
+                    return 0;
+                };
+                let base = bpf_probe_read_user(iov as *const u64).unwrap_or(0);
+                let len = bpf_probe_read_user((iov + 8) as *const u64).unwrap_or(0);
+                (base, len)
+            }
+            NR_WRITEV => {
+                let base = bpf_probe_read_user(si as *const u64).unwrap_or(0);
+                let len = bpf_probe_read_user((si + 8) as *const u64).unwrap_or(0);
+                (base, len)
+            }
+            _ => return 0,
+        };
+        if buf == 0 || len == 0 {
+            return 0;
+        }
+        let n = if len >= PAYLOAD_LEN as u64 {
+            PAYLOAD_LEN as u32
+        } else {
+            len as u32
+        };
+        // The mask keeps the size provably within the buffer for the verifier.
+        let n = n & (2 * PAYLOAD_LEN as u32 - 1);
+        if n == 0 || n > PAYLOAD_LEN as u32 {
+            return 0;
+        }
+        if aya_ebpf::helpers::generated::bpf_probe_read_user(dst as *mut _, n, buf as *const _) < 0
+        {
+            return 0;
+        }
+        n
+    }
+}

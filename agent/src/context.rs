@@ -1,0 +1,263 @@
+//! What an approver and the audit log are told about one held action, per action class.
+//!
+//! The coordinator (`holds.rs`) stays class-agnostic: it asks this module for the attempt
+//! record and the request context, and only deals with the life of the hold.
+
+use agent_common::{DnsKey, HostName};
+use airlock_proto::v1::{ActionClass, ActionContext, Destination as ProtoDestination, Process};
+use serde_json::json;
+
+use crate::{
+    events::{Action, DeniedAction, Destination, HeldAction, Mode},
+    files::ResolvedFile,
+    procinfo::{self, ProcessInfo},
+    resolve::ResolvedBinary,
+};
+
+/// What the rules name, so a request can say which one matched, and where host names
+/// come from.
+#[derive(Default)]
+pub struct Rules {
+    pub watched: Vec<ResolvedBinary>,
+    pub credentials: Vec<ResolvedFile>,
+    /// The resolver cache the getaddrinfo probes fill.
+    pub dns_names: Option<aya::maps::HashMap<aya::maps::MapData, DnsKey, HostName>>,
+}
+
+impl Rules {
+    /// The name `tgid` resolved to `addr`, if the resolver probes saw it.
+    pub fn hostname(&self, tgid: u32, addr: std::net::IpAddr) -> Option<String> {
+        let v6 = match addr {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        let name = self
+            .dns_names
+            .as_ref()?
+            .get(
+                &DnsKey {
+                    tgid,
+                    addr: v6.octets(),
+                },
+                0,
+            )
+            .ok()?;
+        let end = name
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(name.name.len());
+        Some(String::from_utf8_lossy(&name.name[..end]).into_owned())
+    }
+}
+
+/// Everything built for one held action.
+pub struct Built {
+    /// Local user name of the actor's uid.
+    pub requester: String,
+    /// The audit `attempt` record's fields.
+    pub attempt: serde_json::Value,
+    /// The request context for the hub (not yet masked).
+    pub action: ActionContext,
+    /// One line for the log.
+    pub summary: String,
+}
+
+/// Reads the held process from /proc and describes `held` for the audit log and the hub.
+pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
+    let actor = procinfo::read(held.tgid);
+    let parents = procinfo::parents(held.tgid);
+    let cgroup = procinfo::cgroup(held.tgid);
+    let requester = procinfo::user_name(held.uid);
+    let mut attempt = json!({
+        "agent": agent_id,
+        "pid": held.tgid,
+        "tid": held.tid,
+        "uid": held.uid,
+        "user": requester,
+        "comm": held.comm,
+        "cgroup": cgroup,
+        "mode": match held.mode { Mode::Stopped => "stopped", Mode::DeniedUntilApproved => "denied-until-approved" },
+        "parents": parents.iter().map(|p| json!({"pid": p.pid, "binary": p.binary, "comm": p.comm})).collect::<Vec<_>>(),
+    });
+    let mut action = ActionContext {
+        actor: actor.as_ref().map(to_proto),
+        parents: parents.iter().map(to_proto).collect(),
+        cgroup,
+        ..Default::default()
+    };
+    let summary;
+    let fields = match &held.what {
+        Action::Exec {
+            binary,
+            path,
+            argv,
+            argv_truncated,
+            ..
+        } => {
+            let rule = rules
+                .watched
+                .iter()
+                .find(|w| w.key == *binary)
+                .map(|w| format!("exec.watch:{}", w.name))
+                .unwrap_or_else(|| "exec.watch".to_owned());
+            action.class = ActionClass::Exec as i32;
+            action.binary = path.clone();
+            action.argv = argv.clone();
+            action.rule_reason = "exec of a watched export tool".into();
+            action.severity = "high".into();
+            action.impact = format!("runs {}", argv.join(" "));
+            action.rule_id = rule.clone();
+            summary = format!("exec {path}");
+            json!({"class": "exec", "binary": path, "argv": argv, "argv_truncated": argv_truncated, "rule": rule})
+        }
+        Action::Net {
+            hook,
+            dest,
+            syscall,
+            payload,
+        } => {
+            let connect = *hook == agent_common::Hook::Connect;
+            let (class, verb, rule) = if connect {
+                (ActionClass::Connect, "connects to", "egress.unlisted")
+            } else {
+                (
+                    ActionClass::Send,
+                    "sends a datagram to",
+                    "egress.unlisted-send",
+                )
+            };
+            action.class = class as i32;
+            let named = crate::naming::name(payload);
+            let hostname = named
+                .hostname
+                .clone()
+                .or_else(|| rules.hostname(held.tgid, dest.addr));
+            let mut proto_dest = to_proto_dest(dest);
+            proto_dest.hostname = hostname.clone().unwrap_or_default();
+            proto_dest.scheme = named.scheme.clone().unwrap_or_default();
+            proto_dest.url = named.url.clone().unwrap_or_default();
+            proto_dest.bucket = named.bucket.clone().unwrap_or_default();
+            proto_dest.key = named.key.clone().unwrap_or_default();
+            action.destination = Some(proto_dest);
+            action.rule_id = rule.into();
+            action.rule_reason = "destination is not on the egress allow list".into();
+            action.severity = "medium".into();
+            action.impact = format!("{verb} {}", dest_text(dest));
+            action.binary = actor.as_ref().map(|a| a.binary.clone()).unwrap_or_default();
+            action.argv = actor.as_ref().map(|a| a.argv.clone()).unwrap_or_default();
+            if let Some(name) = &hostname {
+                action.impact = format!("{verb} {name} ({})", dest_text(dest));
+            }
+            if let Some(bucket) = &named.bucket {
+                let key = named.key.as_deref().unwrap_or_default();
+                action.impact = format!("{} — s3://{bucket}/{key}", action.impact);
+            } else if let Some(line) = &named.request_line {
+                action.impact = format!("{} — {line}", action.impact);
+            }
+            summary = format!(
+                "{} {}",
+                if connect { "connect" } else { "send" },
+                dest_text(dest)
+            );
+            json!({
+                "class": if connect { "connect" } else { "send" },
+                "destination": {
+                    "address": dest.addr.to_string(), "port": dest.port, "protocol": dest.protocol,
+                    "hostname": hostname, "scheme": named.scheme, "url": named.url,
+                    "request": named.request_line, "bucket": named.bucket, "key": named.key,
+                },
+                "held_at": if payload.is_empty() { "connect" } else { "first-send" },
+                "syscall": syscall,
+                "rule": rule,
+            })
+        }
+        Action::Open { file, path, flags } => {
+            let rule = rules
+                .credentials
+                .iter()
+                .find(|c| c.key == *file)
+                .map(|c| format!("files.credential:{}", c.pattern))
+                .unwrap_or_else(|| "files.credential".to_owned());
+            action.class = ActionClass::Open as i32;
+            action.file = path.clone();
+            action.rule_id = rule.clone();
+            action.rule_reason = "open of a credential file".into();
+            action.severity = "high".into();
+            action.impact = format!("reads {path}");
+            action.binary = actor.as_ref().map(|a| a.binary.clone()).unwrap_or_default();
+            action.argv = actor.as_ref().map(|a| a.argv.clone()).unwrap_or_default();
+            summary = format!("open {path}");
+            json!({"class": "open", "file": path, "flags": flags, "dev": file.dev, "ino": file.ino, "rule": rule})
+        }
+    };
+    if let (Some(obj), Some(extra)) = (attempt.as_object_mut(), fields.as_object()) {
+        obj.extend(extra.clone());
+    }
+    Built {
+        requester,
+        attempt,
+        action,
+        summary,
+    }
+}
+
+/// The audit record of a self-protection denial.
+pub fn denied(d: &DeniedAction) -> serde_json::Value {
+    let (rule, what) = match d.hook {
+        agent_common::Hook::Kill => (
+            "protect.kill",
+            format!("signal {} to the agent (pid {})", d.detail, d.target),
+        ),
+        agent_common::Hook::Ptrace => (
+            "protect.ptrace",
+            format!("ptrace of the agent (pid {})", d.target),
+        ),
+        agent_common::Hook::Bpf => ("protect.bpf", format!("bpf() command {}", d.target)),
+        agent_common::Hook::WriteProtected => ("protect.write", format!("write to {}", d.path)),
+        agent_common::Hook::Exec
+        | agent_common::Hook::Connect
+        | agent_common::Hook::Send
+        | agent_common::Hook::Open => ("protect.unknown", format!("hook {:?}", d.hook)),
+    };
+    let actor = procinfo::read(d.tgid);
+    json!({
+        "rule": rule,
+        "verdict": "deny",
+        "what": what,
+        "pid": d.tgid,
+        "tid": d.tid,
+        "uid": d.uid,
+        "comm": d.comm,
+        "binary": actor.map(|a| a.binary).unwrap_or_default(),
+        "target": d.target,
+        "path": d.path,
+    })
+}
+
+fn dest_text(dest: &Destination) -> String {
+    match dest.addr {
+        std::net::IpAddr::V6(a) => format!("[{a}]:{} ({})", dest.port, dest.protocol),
+        std::net::IpAddr::V4(a) => format!("{a}:{} ({})", dest.port, dest.protocol),
+    }
+}
+
+fn to_proto_dest(dest: &Destination) -> ProtoDestination {
+    ProtoDestination {
+        address: dest.addr.to_string(),
+        port: dest.port.into(),
+        protocol: dest.protocol.into(),
+        ..Default::default()
+    }
+}
+
+fn to_proto(p: &ProcessInfo) -> Process {
+    Process {
+        pid: p.pid,
+        uid: p.uid,
+        user: p.user.clone(),
+        binary: p.binary.clone(),
+        argv: p.argv.clone(),
+        comm: p.comm.clone(),
+    }
+}

@@ -1,0 +1,303 @@
+//! Helpers for the gate tests (issue #3): test addresses on `lo`, a TCP/UDP echo server,
+//! and the "spawn, find its request, decide, collect" loop every gate test runs.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use airlock_proto::v1::{ActionClass, ApprovalRequest};
+
+use crate::{
+    SLOW,
+    agent::{Agent, AgentSpec},
+    cgroup::TestCgroup,
+    hub::Hub,
+    process,
+};
+
+/// Non-loopback test addresses (TEST-NET / documentation prefixes) put on `lo`, so
+/// traffic to them stays on this host but is not "loopback" to the egress gate.
+pub const HELD_V4: &str = "192.0.2.10";
+pub const HELD_V6: &str = "2001:db8::10";
+/// On the allow list in the tests' config.
+pub const ALLOWED_V4: &str = "198.51.100.10";
+
+/// Adds the test addresses to `lo` (idempotent).
+pub fn add_test_addresses() {
+    for (family, addr) in [
+        ("-4", "192.0.2.10/32"),
+        ("-4", "198.51.100.10/32"),
+        ("-6", "2001:db8::10/128"),
+    ] {
+        let mut cmd = Command::new("ip");
+        cmd.args([family, "addr", "add", addr, "dev", "lo"]);
+        if family == "-6" {
+            cmd.arg("nodad");
+        }
+        let out = cmd.output().expect("run ip");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("File exists") || err.contains("already assigned"),
+            "ip addr add {addr}: {err}"
+        );
+    }
+}
+
+/// A dual-stack TCP server answering each line with "pong <line>", and a UDP socket on the
+/// same port recording datagrams.
+pub struct EchoServer {
+    pub port: u16,
+    pub accepted: Arc<AtomicUsize>,
+    /// First lines received on TCP connections.
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub datagrams: Arc<Mutex<Vec<String>>>,
+}
+
+impl EchoServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("[::]:0").expect("bind tcp");
+        let port = listener.local_addr().expect("addr").port();
+        let udp = UdpSocket::bind(("::", port)).expect("bind udp");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let datagrams = Arc::new(Mutex::new(Vec::new()));
+        let count = accepted.clone();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen_lines = lines.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen_lines = seen_lines.clone();
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let mut reader = BufReader::new(&stream);
+                    if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if let Ok(mut v) = seen_lines.lock() {
+                            v.push(String::from_utf8_lossy(line.as_bytes()).into_owned());
+                        }
+                        let _ = (&stream).write_all(format!("pong {line}").as_bytes());
+                    }
+                });
+            }
+        });
+        let seen = datagrams.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = udp.recv_from(&mut buf) {
+                if let Ok(mut v) = seen.lock() {
+                    v.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        });
+        Self {
+            port,
+            accepted,
+            lines,
+            datagrams,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Hub + agent + scope cgroup for one gate test.
+pub struct GateSetup {
+    pub hub: Hub,
+    pub agent: Agent,
+    pub cgroup: TestCgroup,
+    pub dir: tempfile::TempDir,
+}
+
+/// The `[egress]`/`[files]` sections every gate test uses: `creds/*.key` under `dir` are
+/// credential files, and [`ALLOWED_V4`] is allowed.
+pub fn gate_config(dir: &Path) -> String {
+    format!(
+        "[egress]\nallow = [\"198.51.100.0/24\"]\n[files]\ncredentials = [{:?}]\n",
+        format!("{}/creds/*.key", dir.display())
+    )
+}
+
+impl GateSetup {
+    /// Starts everything; `prepare` runs after the cgroup exists and before the agent starts.
+    pub fn start(name: &str, prepare: impl FnOnce(&TestCgroup, &Path)) -> Self {
+        Self::start_with(name, "", prepare)
+    }
+
+    /// As [`GateSetup::start`], with `extra` lines added to the `[egress]` section.
+    pub fn start_with(
+        name: &str,
+        extra_egress: &str,
+        prepare: impl FnOnce(&TestCgroup, &Path),
+    ) -> Self {
+        add_test_addresses();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("creds")).expect("mkdir");
+        let cgroup = TestCgroup::new(name);
+        prepare(&cgroup, dir.path());
+        let hub = Hub::start("300s");
+        let agent = Agent::start_with(
+            &AgentSpec {
+                hub_url: &hub.url,
+                cgroup: &cgroup.path,
+                watch: vec![PathBuf::from("/usr/bin/scp")],
+                ttl: "120s",
+                policy: None,
+            },
+            &gate_config(dir.path()).replace("[egress]\n", &format!("[egress]\n{extra_egress}")),
+        );
+        Self {
+            hub,
+            agent,
+            cgroup,
+            dir,
+        }
+    }
+
+    /// Crashes the agent (SIGKILL) and starts a new one with the same scope and rules.
+    pub fn restart_agent_after_crash(&mut self) {
+        self.agent.kill();
+        self.agent = Agent::start_with(
+            &AgentSpec {
+                hub_url: &self.hub.url,
+                cgroup: &self.cgroup.path,
+                watch: vec![PathBuf::from("/usr/bin/scp")],
+                ttl: "120s",
+                policy: None,
+            },
+            &gate_config(self.dir.path()),
+        );
+    }
+
+    /// Spawns `probe args…` inside the scope cgroup.
+    pub fn spawn(&self, probe: &Path, args: &[&str]) -> Child {
+        process::spawn_in(&self.cgroup.path, Command::new(probe).args(args))
+    }
+
+    /// Waits for a request of `class` whose actor is `pid` (or any actor when `pid` is 0).
+    pub fn request_for(&self, class: ActionClass, pid: u32) -> ApprovalRequest {
+        self.request_for_except(class, pid, &[])
+    }
+
+    /// As [`GateSetup::request_for`], skipping the requests in `except`.
+    pub fn request_for_except(
+        &self,
+        class: ActionClass,
+        pid: u32,
+        except: &[&str],
+    ) -> ApprovalRequest {
+        runtime().block_on(async {
+            let approver = self.hub.approver("alice").await;
+            approver
+                .watch_for(SLOW, |r| {
+                    !except.contains(&r.id.as_str())
+                        && r.action.as_ref().is_some_and(|a| {
+                            a.class == class as i32
+                                && (pid == 0 || a.actor.as_ref().is_some_and(|p| p.pid == pid))
+                        })
+                })
+                .await
+        })
+    }
+
+    pub fn approve(&self, request: &ApprovalRequest) {
+        self.hub.cli_ok("alice", &["approve", &request.id]);
+    }
+
+    pub fn deny(&self, request: &ApprovalRequest) {
+        self.hub
+            .cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
+    }
+
+    /// Requests the hub has for `class`.
+    pub fn count(&self, class: ActionClass) -> usize {
+        runtime().block_on(async {
+            let approver = self.hub.approver("alice").await;
+            approver
+                .list(&[])
+                .await
+                .iter()
+                .filter(|r| r.action.as_ref().is_some_and(|a| a.class == class as i32))
+                .count()
+        })
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Waits for `child` and returns its output, panicking after `SLOW`.
+pub fn finish(child: Child) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(SLOW) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("process {pid} did not finish within {SLOW:?}")
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts the process failed with EPERM (gate_probe exits with the errno).
+pub fn assert_eperm(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(libc::EPERM),
+        "expected EPERM; stdout {:?} stderr {:?}",
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until `pid` is stopped (the hold's SIGSTOP landed).
+pub fn wait_stopped(pid: u32) {
+    crate::wait_for(SLOW, "the held process to stop", || {
+        (process::state(pid) == Some('T')).then_some(())
+    });
+}
+
+/// Polls `f` for up to `SLOW`.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    crate::wait_for(SLOW, what, || f().then_some(()));
+}
+
+/// A short pause to let a wrongly emitted event reach the hub before asserting none did.
+pub fn settle() {
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+impl Drop for GateSetup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.agent.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- agent log (last 40 lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
