@@ -28,9 +28,13 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(missing) = missing_toolchain() {
         if required {
-            return Err(anyhow!("cannot build the BPF programs: {missing}; run `cargo xtask setup`"));
+            return Err(anyhow!(
+                "cannot build the BPF programs: {missing}; run `cargo xtask setup`"
+            ));
         }
-        println!("cargo:warning=airlock: BPF programs not built ({missing}); run `cargo xtask setup` and rebuild");
+        println!(
+            "cargo:warning=airlock: BPF programs not built ({missing}); run `cargo xtask setup` and rebuild"
+        );
         fs::write(out_dir.join(OBJECT), b"").context("writing the empty BPF object")?;
         return Ok(());
     }
@@ -39,7 +43,11 @@ fn main() -> anyhow::Result<()> {
         .join("../agent-ebpf");
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to agent-ebpf")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "agent-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "agent-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }
@@ -66,5 +74,7 @@ fn missing_toolchain() -> Option<&'static str> {
 
 fn which_bpf_linker() -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.exists())
+    env::split_paths(&path)
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.exists())
 }

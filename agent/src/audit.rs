@@ -148,8 +148,14 @@ impl AuditTrail {
         how: &Settlement,
         policy_version: &str,
     ) -> Result<Appended, AppendError> {
-        self.handle
-            .append(&record::decision(id, masked, requirements, allow, how, policy_version))
+        self.handle.append(&record::decision(
+            id,
+            masked,
+            requirements,
+            allow,
+            how,
+            policy_version,
+        ))
     }
 
     /// Records a self-protection denial: a watched process tried to kill, trace or rewrite
@@ -173,16 +179,21 @@ impl AuditTrail {
             cgroup: None,
         };
         let action = match denied.hook {
-            agent_common::Hook::WriteProtected => {
-                airlock_audit::Action::FileOpen { path: self.redactor.masker().mask_text(&denied.path).text, write: true }
-            }
-            _ => airlock_audit::Action::Exec { path: exe, argv: vec![self.redactor.masker().mask_text(&text("what")).text] },
+            agent_common::Hook::WriteProtected => airlock_audit::Action::FileOpen {
+                path: self.redactor.masker().mask_text(&denied.path).text,
+                write: true,
+            },
+            _ => airlock_audit::Action::Exec {
+                path: exe,
+                argv: vec![self.redactor.masker().mask_text(&text("what")).text],
+            },
         };
-        self.handle.append(&AuditEvent::SelfProtection(airlock_audit::SelfProtection {
-            actor,
-            action,
-            hook: text("rule"),
-        }))
+        self.handle
+            .append(&AuditEvent::SelfProtection(airlock_audit::SelfProtection {
+                actor,
+                action,
+                hook: text("rule"),
+            }))
     }
 
     /// Records a policy reload: the version now in force, or why a new file was refused.
@@ -195,12 +206,13 @@ impl AuditTrail {
         rules: usize,
         error: Option<String>,
     ) -> Result<Appended, AppendError> {
-        self.handle.append(&AuditEvent::PolicyReload(airlock_audit::PolicyReload {
-            version: version.to_owned(),
-            rules: u32::try_from(rules).unwrap_or(u32::MAX),
-            ok: error.is_none(),
-            error,
-        }))
+        self.handle
+            .append(&AuditEvent::PolicyReload(airlock_audit::PolicyReload {
+                version: version.to_owned(),
+                rules: u32::try_from(rules).unwrap_or(u32::MAX),
+                ok: error.is_none(),
+                error,
+            }))
     }
 
     /// Records the OUTCOME of a held action.
@@ -280,7 +292,9 @@ mod tests {
             argv: vec!["mysql".into(), "--password=hunter2Secret".into()],
             ..Default::default()
         };
-        let masked = trail.hold("r1", &raw, "dev", 1, crate::record::NO_POLICY).expect("hold");
+        let masked = trail
+            .hold("r1", &raw, "dev", 1, crate::record::NO_POLICY)
+            .expect("hold");
         assert!(
             !masked.argv[1].contains("hunter2Secret"),
             "{:?}",

@@ -174,6 +174,9 @@ mod tests {
     #[test]
     fn missing_file_is_a_clear_error() {
         let err = kernel_offsets(Path::new("/nonexistent/vmlinux")).expect_err("missing");
-        assert!(err.to_string().starts_with("cannot read kernel BTF from /nonexistent/vmlinux"));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read kernel BTF from /nonexistent/vmlinux")
+        );
     }
 }

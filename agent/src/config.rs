@@ -368,7 +368,10 @@ impl AgentConfig {
             path: path.to_owned(),
             message: one_line(&e.to_string()),
         })?;
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         if let Some(old) = &raw.agent.audit_log {
             return Err(invalid(format!(
                 "agent.audit_log ({}) is gone: the signed audit log lives in a directory, set [audit] dir",
@@ -392,14 +395,16 @@ impl AgentConfig {
             ));
         }
         let hub_tls = match (raw.hub.ca_cert, raw.hub.client_cert, raw.hub.client_key) {
-            (Some(ca_cert), Some(client_cert), Some(client_key)) => {
-                Some(HubTls { ca_cert, client_cert, client_key })
-            }
+            (Some(ca_cert), Some(client_cert), Some(client_key)) => Some(HubTls {
+                ca_cert,
+                client_cert,
+                client_key,
+            }),
             (None, None, None) => None,
             _ => {
                 return Err(invalid(
                     "hub.ca_cert, hub.client_cert and hub.client_key go together".into(),
-                ))
+                ));
             }
         };
         match (raw.hub.url.starts_with("https://"), hub_tls.is_some()) {
@@ -407,10 +412,12 @@ impl AgentConfig {
                 return Err(invalid(
                     "an https:// hub.url needs hub.ca_cert, hub.client_cert and hub.client_key"
                         .into(),
-                ))
+                ));
             }
             (false, true) => {
-                return Err(invalid("hub.ca_cert and client certificates need an https:// hub.url".into()))
+                return Err(invalid(
+                    "hub.ca_cert and client certificates need an https:// hub.url".into(),
+                ));
             }
             _ => {}
         }
@@ -509,7 +516,9 @@ impl AgentConfig {
             mask_ip_addresses: masking.mask_ip_addresses,
         };
         if raw.audit.dir.as_os_str().is_empty() || raw.audit.signing_key.as_os_str().is_empty() {
-            return Err(invalid("audit.dir and audit.signing_key must not be empty".into()));
+            return Err(invalid(
+                "audit.dir and audit.signing_key must not be empty".into(),
+            ));
         }
         Ok(Self {
             hold_at_first_send,
@@ -534,7 +543,10 @@ impl AgentConfig {
             hub_fail_mode: raw.hub.fail_mode,
             scope_cgroups: raw.scope.cgroups,
             watch: raw.exec.watch,
-            search_path: raw.exec.search_path.unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
+            search_path: raw
+                .exec
+                .search_path
+                .unwrap_or_else(|| DEFAULT_SEARCH_PATH.to_owned()),
             policy_file: raw.policy.map(|p| p.file),
         })
     }
@@ -594,8 +606,14 @@ auditor_public_key = "/etc/airlock/auditor.pub"
         assert_eq!(c.audit.dir, Path::new("/var/lib/airlock/audit"));
         assert_eq!(c.audit.signing_key, Path::new("/etc/airlock/audit.key"));
         assert_eq!(c.audit.log, airlock_audit::AuditConfig::default());
-        assert_eq!(c.masking.auditor_public_key.as_deref(), Some(Path::new("/etc/airlock/auditor.pub")));
-        assert_eq!(c.masking.fingerprint_key, Path::new(DEFAULT_FINGERPRINT_KEY));
+        assert_eq!(
+            c.masking.auditor_public_key.as_deref(),
+            Some(Path::new("/etc/airlock/auditor.pub"))
+        );
+        assert_eq!(
+            c.masking.fingerprint_key,
+            Path::new(DEFAULT_FINGERPRINT_KEY)
+        );
         assert_eq!(c.hub_fail_mode, FailMode::Deny, "deny unless configured");
         assert_eq!(c.hub_tls, None);
         assert!(c.egress_allow.is_empty());
@@ -628,7 +646,10 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
         assert_eq!(c.audit.dir, Path::new("/srv/audit"));
         assert_eq!(c.audit.log.heartbeat_interval_ms, 500);
         assert_eq!(c.audit.log.retain_files, 30);
-        assert_eq!(c.audit.log.checkpoint_every_records, airlock_audit::AuditConfig::default().checkpoint_every_records);
+        assert_eq!(
+            c.audit.log.checkpoint_every_records,
+            airlock_audit::AuditConfig::default().checkpoint_every_records
+        );
         assert_eq!(c.masking.fingerprint_key, Path::new("/srv/keys/fp.key"));
         assert_eq!(c.masking.mask.unmasked_fields, ["bucket"]);
         assert_eq!(c.masking.mask.extra_detectors[0].name, "ACME_TOKEN");
@@ -639,7 +660,10 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
     fn sealing_needs_an_auditor_key_or_an_explicit_opt_out() {
         let without = GOOD.replace("auditor_public_key = \"/etc/airlock/auditor.pub\"\n", "");
         let err = parse(&without).expect_err("no auditor key").to_string();
-        assert!(err.contains("masking.auditor_public_key is required"), "{err}");
+        assert!(
+            err.contains("masking.auditor_public_key is required"),
+            "{err}"
+        );
         let opted_out = without.replace("[masking]\n", "[masking]\nseal_raw_context = false\n");
         let c = parse(&opted_out).expect("explicit opt-out");
         assert_eq!(c.masking.auditor_public_key, None);
@@ -647,21 +671,33 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
         assert!(parse(&both).is_err(), "a key plus opt-out is contradictory");
     }
 
-
     #[test]
     fn parses_mtls_and_fail_mode() {
-        let text = GOOD.replace("http://127.0.0.1:7443", "https://hub:7443").replace(
-            "decision_ttl = \"90s\"",
-            "decision_ttl = \"90s\"\nca_cert = \"/etc/airlock/ca.pem\"\n\
+        let text = GOOD
+            .replace("http://127.0.0.1:7443", "https://hub:7443")
+            .replace(
+                "decision_ttl = \"90s\"",
+                "decision_ttl = \"90s\"\nca_cert = \"/etc/airlock/ca.pem\"\n\
              client_cert = \"/etc/airlock/host-1.pem\"\nclient_key = \"/etc/airlock/host-1.key\"\n\
              fail_mode = \"allow\"",
-        );
+            );
         let c = parse(&text).expect("valid");
         assert_eq!(c.hub_fail_mode, FailMode::Allow);
-        assert_eq!(c.hub_tls.unwrap().client_key, PathBuf::from("/etc/airlock/host-1.key"));
+        assert_eq!(
+            c.hub_tls.unwrap().client_key,
+            PathBuf::from("/etc/airlock/host-1.key")
+        );
         let https_without_certs = GOOD.replace("http://127", "https://127");
-        assert!(parse(&https_without_certs).unwrap_err().to_string().contains("needs hub.ca_cert"));
-        let bad_mode = GOOD.replace("decision_ttl = \"90s\"", "decision_ttl = \"90s\"\nfail_mode = \"maybe\"");
+        assert!(
+            parse(&https_without_certs)
+                .unwrap_err()
+                .to_string()
+                .contains("needs hub.ca_cert")
+        );
+        let bad_mode = GOOD.replace(
+            "decision_ttl = \"90s\"",
+            "decision_ttl = \"90s\"\nfail_mode = \"maybe\"",
+        );
         let err = parse(&bad_mode).unwrap_err().to_string();
         assert!(err.contains("maybe") && err.contains("deny"), "{err}");
     }
@@ -691,15 +727,39 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
                 "hub.decision_ttl `soon`",
             ),
             (GOOD.replace("\"90s\"", "\"0s\""), "between 1s and 24h"),
-            (GOOD.replace("http://127", "ftp://127"), "must start with http://"),
-            (GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"), "at least one binary"),
-            (GOOD.replace("\"host-1\"", "\"\""), "agent.id must not be empty"),
-            (GOOD.replace("[scope]", "[scope\n"), "invalid config file agent.toml"),
-            (GOOD.replace("id = \"host-1\"", "id = \"host-1\"\naudit_log = \"/x\""), "set [audit] dir"),
+            (
+                GOOD.replace("http://127", "ftp://127"),
+                "must start with http://",
+            ),
+            (
+                GOOD.replace("[\"aws\", \"/usr/bin/scp\"]", "[]"),
+                "at least one binary",
+            ),
+            (
+                GOOD.replace("\"host-1\"", "\"\""),
+                "agent.id must not be empty",
+            ),
+            (
+                GOOD.replace("[scope]", "[scope\n"),
+                "invalid config file agent.toml",
+            ),
+            (
+                GOOD.replace("id = \"host-1\"", "id = \"host-1\"\naudit_log = \"/x\""),
+                "set [audit] dir",
+            ),
             (format!("{GOOD}[audit]\nbogus_knob = 1\n"), "unknown field"),
-            (GOOD.replace("[masking]\n", "[masking]\nnope = 1\n"), "unknown field `nope`"),
-            (format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"), "egress.allow entry `10.0.0.0/33`"),
-            (format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"), "must be absolute or start with ~/"),
+            (
+                GOOD.replace("[masking]\n", "[masking]\nnope = 1\n"),
+                "unknown field `nope`",
+            ),
+            (
+                format!("{GOOD}[egress]\nallow = [\"10.0.0.0/33\"]\n"),
+                "egress.allow entry `10.0.0.0/33`",
+            ),
+            (
+                format!("{GOOD}[files]\ncredentials = [\"rel/path\"]\n"),
+                "must be absolute or start with ~/",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();
@@ -713,15 +773,22 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
 
     #[test]
     fn a_policy_file_makes_the_watch_list_optional() {
-        let text = GOOD.replace("watch = [\"aws\", \"/usr/bin/scp\"]", "") + "[policy]\nfile = \"/etc/airlock/policy.toml\"\n";
+        let text = GOOD.replace("watch = [\"aws\", \"/usr/bin/scp\"]", "")
+            + "[policy]\nfile = \"/etc/airlock/policy.toml\"\n";
         let c = parse(&text).expect("valid");
         assert!(c.watch.is_empty());
-        assert_eq!(c.policy_file.as_deref(), Some(Path::new("/etc/airlock/policy.toml")));
+        assert_eq!(
+            c.policy_file.as_deref(),
+            Some(Path::new("/etc/airlock/policy.toml"))
+        );
     }
 
     #[test]
     fn missing_file_names_the_path() {
         let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
-        assert!(err.to_string().starts_with("cannot read config file /nonexistent/agent.toml"));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/agent.toml")
+        );
     }
 }

@@ -89,7 +89,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     scope.extend(scope::descendant_cgroups(&scope));
     // The policy's kernel plan widens the gates: its credential globs are watched and the
     // CIDRs it allows outright pass in the kernel (its invariant: nothing there would ask).
-    let plan = policy.as_ref().map(|p| p.policy.kernel_plan()).unwrap_or_default();
+    let plan = policy
+        .as_ref()
+        .map(|p| p.policy.kernel_plan())
+        .unwrap_or_default();
     let mut credential_globs = config.credentials.clone();
     for glob in &plan.credential_globs {
         if glob.starts_with('/') || glob.starts_with("~/") {
@@ -122,7 +125,9 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     // be masked, sealed and recorded must never be held (or let through).
     let redactor = Arc::new(Redactor::from_settings(&config.masking)?);
     if !redactor.seals() {
-        tracing::warn!("masking.seal_raw_context = false: raw context is discarded and cannot be revealed");
+        tracing::warn!(
+            "masking.seal_raw_context = false: raw context is discarded and cannot be revealed"
+        );
     }
     let (log, recovery) = audit::open(&config.audit)?;
     tracing::info!(
@@ -136,7 +141,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let hub = HubClient::new(
         &config.hub_url,
         &config.agent_id,
-        &crate::hub_client::HubOptions { tls: config.hub_tls.clone(), fail_mode: config.hub_fail_mode },
+        &crate::hub_client::HubOptions {
+            tls: config.hub_tls.clone(),
+            fail_mode: config.hub_fail_mode,
+        },
     )?;
 
     // After the audit log exists, so its inode is among the protected ones.
@@ -172,7 +180,12 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let audit = AuditTrail::new(log.handle(), redactor, config.agent_id.clone(), host.clone());
+    let audit = AuditTrail::new(
+        log.handle(),
+        redactor,
+        config.agent_id.clone(),
+        host.clone(),
+    );
     audit.lifecycle(
         LifecyclePhase::Start,
         format!(
@@ -186,8 +199,13 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             protected.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         ),
     )?;
-    let reveal_server = crate::reveal::serve(&config.audit.dir, log.handle())
-        .map_err(|source| DaemonError::RevealSocket { dir: config.audit.dir.clone(), source })?;
+    let reveal_server =
+        crate::reveal::serve(&config.audit.dir, log.handle()).map_err(|source| {
+            DaemonError::RevealSocket {
+                dir: config.audit.dir.clone(),
+                source,
+            }
+        })?;
 
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let mut coordinator = Coordinator::new(
@@ -201,7 +219,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         },
         hub.clone(),
         audit.clone(),
-        KernelAnswers { verdicts: gates.verdicts, pending: gates.pending, watched_exec: gates.watched_exec },
+        KernelAnswers {
+            verdicts: gates.verdicts,
+            pending: gates.pending,
+            watched_exec: gates.watched_exec,
+        },
         tx.clone(),
     );
     coordinator.search_path = config.search_path.clone();
@@ -287,7 +309,11 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
 /// Polling once a second is cheap and survives editors that write a new file and rename it.
 async fn watch_policy_file(path: std::path::PathBuf, tx: mpsc::Sender<Msg>) {
     use std::os::unix::fs::MetadataExt;
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    };
     let mut last = stamp(&path);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -345,7 +371,13 @@ fn refresh_credentials(
 /// The audit log's files as they are now (new rotations are not yet protected).
 fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -12,11 +12,11 @@ use std::{
 };
 
 use agent_common::{HoldKey, Verdict};
+use airlock_audit::OutcomeKind;
 use airlock_proto::v1::{
     ActionClass, ActionContext, DecisionEvent, RequestState, Requirements, SubmitRequest,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use airlock_audit::OutcomeKind;
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{
@@ -30,9 +30,19 @@ use crate::{
 
 /// What the policy (or, without one, the watch list) says about a held action.
 enum Judgement {
-    Allow { rule: String },
-    Deny { rule: String, reason: String },
-    Ask { rule: String, reason: String, severity: String, requirements: Requirements },
+    Allow {
+        rule: String,
+    },
+    Deny {
+        rule: String,
+        reason: String,
+    },
+    Ask {
+        rule: String,
+        reason: String,
+        severity: String,
+        requirements: Requirements,
+    },
 }
 
 /// Messages the coordinator acts on.
@@ -113,7 +123,10 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    #[expect(clippy::too_many_arguments, reason = "plain wiring of the daemon's parts")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "plain wiring of the daemon's parts"
+    )]
     pub fn new(
         agent_id: String,
         host: String,
@@ -148,7 +161,9 @@ impl Coordinator {
             Msg::Expired(id, verdict) => self.finish(&id, verdict, Settlement::Expired),
             Msg::Exited(id) => self.on_exit(&id),
             Msg::ReloadPolicy(trigger) => self.reload_policy(trigger),
-            Msg::SubmitFailed(id, error) => self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error)),
+            Msg::SubmitFailed(id, error) => {
+                self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error))
+            }
             Msg::FailOpen(id) => self.finish(&id, Verdict::Allow, Settlement::FailOpen),
         }
     }
@@ -174,7 +189,12 @@ impl Coordinator {
                 raw.rule_reason = reason.clone();
                 Requirements::default()
             }
-            Judgement::Ask { rule, reason, severity, requirements } => {
+            Judgement::Ask {
+                rule,
+                reason,
+                severity,
+                requirements,
+            } => {
                 raw.rule_id = rule.clone();
                 raw.rule_reason = reason.clone();
                 raw.severity = severity.clone();
@@ -186,7 +206,10 @@ impl Coordinator {
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
         // recorded it does not happen. From here on only the masked context is used.
         let policy_version = self.policy_version();
-        let masked = match self.audit.hold(&id, &raw, &built.requester, action.tid, &policy_version) {
+        let masked = match self
+            .audit
+            .hold(&id, &raw, &built.requester, action.tid, &policy_version)
+        {
             Ok(masked) => masked,
             Err(error) => {
                 tracing::error!(%error, request = %id, pid = action.tgid, "cannot record the attempt; denying");
@@ -208,8 +231,12 @@ impl Coordinator {
             tasks: Vec::new(),
         };
         match judgement {
-            Judgement::Allow { .. } => return self.settle(id, held, Verdict::Allow, Settlement::Policy(reason)),
-            Judgement::Deny { .. } => return self.settle(id, held, Verdict::Deny, Settlement::Policy(reason)),
+            Judgement::Allow { .. } => {
+                return self.settle(id, held, Verdict::Allow, Settlement::Policy(reason));
+            }
+            Judgement::Deny { .. } => {
+                return self.settle(id, held, Verdict::Deny, Settlement::Policy(reason));
+            }
             Judgement::Ask { .. } => {}
         }
         let ttl = Duration::from_secs(u64::from(requirements.ttl_seconds.max(1)));
@@ -244,8 +271,17 @@ impl Coordinator {
         }));
         // The hub applies the TTL and its on-timeout outcome; this timer (a little later) is
         // the fallback when the hub cannot tell us.
-        tasks.push(spawn_timer(self.tx.clone(), id.clone(), ttl + EXPIRY_GRACE, on_timeout));
-        tasks.push(spawn_exit_watch(self.tx.clone(), id.clone(), held.action.tgid));
+        tasks.push(spawn_timer(
+            self.tx.clone(),
+            id.clone(),
+            ttl + EXPIRY_GRACE,
+            on_timeout,
+        ));
+        tasks.push(spawn_exit_watch(
+            self.tx.clone(),
+            id.clone(),
+            held.action.tgid,
+        ));
         if let Ok(mut set) = self.awaiting.lock() {
             set.insert(id.clone());
         }
@@ -263,7 +299,9 @@ impl Coordinator {
 
     /// The version of the policy in force, as recorded with each decision.
     fn policy_version(&self) -> String {
-        self.policy.as_ref().map_or_else(|| "none".to_owned(), |p| p.hash().to_owned())
+        self.policy
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.hash().to_owned())
     }
 
     /// Validates the policy file completely, then switches to it. The kernel watches the
@@ -286,18 +324,30 @@ impl Coordinator {
         for (index, binary) in new.watched.iter().enumerate() {
             if let Err(error) = self.kernel.watched_exec.insert(binary.key, index as u32, 0) {
                 tracing::error!(%error, path = %binary.path.display(), "cannot watch binary; reload rejected");
-                self.record_reload(&old_hash, 0, Some(format!("{trigger}: cannot watch {}: {error}", binary.path.display())));
+                self.record_reload(
+                    &old_hash,
+                    0,
+                    Some(format!(
+                        "{trigger}: cannot watch {}: {error}",
+                        binary.path.display()
+                    )),
+                );
                 return;
             }
         }
         let old = self.policy.replace(new);
         let keep: std::collections::HashSet<_> = self
-            .rules.watched
+            .rules
+            .watched
             .iter()
             .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
             .map(|b| b.key)
             .collect();
-        for binary in old.iter().flat_map(|p| p.watched.iter()).filter(|b| !keep.contains(&b.key)) {
+        for binary in old
+            .iter()
+            .flat_map(|p| p.watched.iter())
+            .filter(|b| !keep.contains(&b.key))
+        {
             let _ = self.kernel.watched_exec.remove(&binary.key);
         }
         let new_hash = self.policy_version();
@@ -321,11 +371,17 @@ impl Coordinator {
                 rule: raw.rule_id.clone(),
                 reason: raw.rule_reason.clone(),
                 severity: raw.severity.clone(),
-                requirements: Requirements { ttl_seconds: self.ttl.as_secs().max(1) as u32, ..Default::default() },
+                requirements: Requirements {
+                    ttl_seconds: self.ttl.as_secs().max(1) as u32,
+                    ..Default::default()
+                },
             };
         };
         let decision = gate.evaluate(&policy_action(held, raw));
-        let rule = decision.rule_id.as_deref().map_or_else(|| "default".to_owned(), str::to_owned);
+        let rule = decision
+            .rule_id
+            .as_deref()
+            .map_or_else(|| "default".to_owned(), str::to_owned);
         for hit in &decision.shadow {
             tracing::info!(pid = held.tgid, shadow = ?hit, "shadow rule would have applied");
         }
@@ -349,7 +405,10 @@ impl Coordinator {
             RequestState::Approved => Verdict::Allow,
             // A rule may say "allow on timeout"; the hub carries that in the decision.
             RequestState::Expired
-                if event.decision.as_ref().is_some_and(|d| d.verdict == airlock_proto::v1::Verdict::Allow as i32) =>
+                if event
+                    .decision
+                    .as_ref()
+                    .is_some_and(|d| d.verdict == airlock_proto::v1::Verdict::Allow as i32) =>
             {
                 Verdict::Allow
             }
@@ -362,7 +421,13 @@ impl Coordinator {
     fn on_exit(&mut self, id: &str) {
         let Some(held) = self.remove(id) else { return };
         self.kernel.forget(&held.key);
-        if let Err(error) = self.audit.outcome(id, &held.masked, held.action.tid, OutcomeKind::ProcessDied, "the held process exited before a verdict") {
+        if let Err(error) = self.audit.outcome(
+            id,
+            &held.masked,
+            held.action.tid,
+            OutcomeKind::ProcessDied,
+            "the held process exited before a verdict",
+        ) {
             tracing::error!(%error, request = %id, "cannot record the outcome");
         }
         tracing::info!(request = %id, pid = held.action.tgid, "held process died; cancelling");
@@ -394,18 +459,40 @@ impl Coordinator {
     fn settle(&mut self, id: String, held: Held, verdict: Verdict, how: Settlement) {
         let waited_ms = held.started.elapsed().as_millis() as u64;
         let allow = verdict == Verdict::Allow;
-        let recorded = self.audit.decision(&id, &held.masked, &held.requirements, allow, &how, &held.policy_version);
+        let recorded = self.audit.decision(
+            &id,
+            &held.masked,
+            &held.requirements,
+            allow,
+            &how,
+            &held.policy_version,
+        );
         if let Err(error) = recorded {
             // An allow nobody can audit is worse than a surprised approver: fail closed.
             tracing::error!(%error, request = %id, "audit write failed; denying");
             self.kernel.release(held.key, Verdict::Deny);
-            let _ = self.audit.outcome(&id, &held.masked, held.action.tid, OutcomeKind::Denied, "denied: the decision could not be audited");
+            let _ = self.audit.outcome(
+                &id,
+                &held.masked,
+                held.action.tid,
+                OutcomeKind::Denied,
+                "denied: the decision could not be audited",
+            );
             return;
         }
         self.kernel.release(held.key, verdict);
         tracing::info!(request = %id, pid = held.action.tgid, ?verdict, waited_ms, "released");
-        let detail = format!("{} after {waited_ms} ms; the process was resumed", if allow { "allowed" } else { "denied (EPERM)" });
-        if let Err(error) = self.audit.outcome(&id, &held.masked, held.action.tid, crate::record::outcome_kind(allow, &how), &detail) {
+        let detail = format!(
+            "{} after {waited_ms} ms; the process was resumed",
+            if allow { "allowed" } else { "denied (EPERM)" }
+        );
+        if let Err(error) = self.audit.outcome(
+            &id,
+            &held.masked,
+            held.action.tid,
+            crate::record::outcome_kind(allow, &how),
+            &detail,
+        ) {
             tracing::error!(%error, request = %id, "cannot record the outcome");
         }
     }
@@ -431,7 +518,6 @@ impl Coordinator {
     }
 }
 
-
 /// The action as the policy sees it, from the raw (unmasked) context.
 fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Action {
     use airlock_policy::{Action, ActionClass as Class};
@@ -445,30 +531,41 @@ fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Acti
     action.binary = (!raw.binary.is_empty()).then(|| raw.binary.clone());
     action.argv = raw.argv.clone();
     action.path = (!raw.file.is_empty()).then(|| raw.file.clone());
-    action.destination = raw.destination.as_ref().map(|d| airlock_policy::Destination {
-        ip: d.address.parse().ok(),
-        port: u16::try_from(d.port).ok().filter(|p| *p != 0),
-        protocol: match d.protocol.as_str() {
-            "tcp" => Some(airlock_policy::Protocol::Tcp),
-            "udp" => Some(airlock_policy::Protocol::Udp),
-            _ => None,
-        },
-        hostname: non_empty(&d.hostname),
-        scheme: non_empty(&d.scheme),
-        url: non_empty(&d.url),
-        s3_bucket: non_empty(&d.bucket),
-        s3_key: non_empty(&d.key),
-    });
+    action.destination = raw
+        .destination
+        .as_ref()
+        .map(|d| airlock_policy::Destination {
+            ip: d.address.parse().ok(),
+            port: u16::try_from(d.port).ok().filter(|p| *p != 0),
+            protocol: match d.protocol.as_str() {
+                "tcp" => Some(airlock_policy::Protocol::Tcp),
+                "udp" => Some(airlock_policy::Protocol::Udp),
+                _ => None,
+            },
+            hostname: non_empty(&d.hostname),
+            scheme: non_empty(&d.scheme),
+            url: non_empty(&d.url),
+            s3_bucket: non_empty(&d.bucket),
+            s3_key: non_empty(&d.key),
+        });
     action.uid = Some(held.uid);
     if let Some(actor) = &raw.actor {
         action.user = non_empty(&actor.user);
     }
     action.cgroup = non_empty(&raw.cgroup);
-    action.unit = raw.cgroup.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_owned);
+    action.unit = raw
+        .cgroup
+        .rsplit('/')
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .map(str::to_owned);
     action.parents = raw
         .parents
         .iter()
-        .map(|p| airlock_policy::ParentProcess { pid: p.pid, binary: non_empty(&p.binary), comm: non_empty(&p.comm) })
+        .map(|p| airlock_policy::ParentProcess {
+            pid: p.pid,
+            binary: non_empty(&p.binary),
+            comm: non_empty(&p.comm),
+        })
         .collect();
     action
 }
@@ -480,7 +577,12 @@ fn non_empty(s: &str) -> Option<String> {
 /// How much longer than the TTL the agent waits for the hub's own expiry decision.
 const EXPIRY_GRACE: Duration = Duration::from_secs(2);
 
-fn spawn_timer(tx: mpsc::Sender<Msg>, id: String, ttl: Duration, verdict: Verdict) -> JoinHandle<()> {
+fn spawn_timer(
+    tx: mpsc::Sender<Msg>,
+    id: String,
+    ttl: Duration,
+    verdict: Verdict,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(ttl).await;
         let _ = tx.send(Msg::Expired(id, verdict)).await;

@@ -29,7 +29,12 @@ enum Command {
     /// Run the host agent: hold watched actions in the kernel until the hub decides.
     Run {
         /// The agent's config file (TOML); see README "Configuration".
-        #[arg(long, short, env = "AIRLOCK_CONFIG", default_value = "/etc/airlock/agent.toml")]
+        #[arg(
+            long,
+            short,
+            env = "AIRLOCK_CONFIG",
+            default_value = "/etc/airlock/agent.toml"
+        )]
         config: PathBuf,
     },
     /// Check that this host can run the agent (root, BPF LSM, BTF) and say why not.
@@ -126,7 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approver(command) => {
             Ok(runtime()?.block_on(airlock_hub::approver::run(cli.approver, command))?)
         }
-        Command::Audit(command) => Ok(airlock_audit::cli::exit_code(airlock_audit::cli::run(command))),
+        Command::Audit(command) => Ok(airlock_audit::cli::exit_code(airlock_audit::cli::run(
+            command,
+        ))),
         Command::Reveal(args) => {
             let who = cli
                 .approver
@@ -164,8 +171,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {},
@@ -178,7 +188,9 @@ async fn shutdown_signal() {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_tracing(filter: &str) {
@@ -186,7 +198,10 @@ fn init_tracing(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .with_writer(std::io::stderr)
         .init();
 }

@@ -31,7 +31,11 @@ pub enum PolicyGateError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error("bad binary glob `{glob}` in policy {path}: {reason}")]
-    Glob { path: PathBuf, glob: String, reason: String },
+    Glob {
+        path: PathBuf,
+        glob: String,
+        reason: String,
+    },
 }
 
 /// A loaded, validated policy and where it came from.
@@ -52,10 +56,17 @@ impl PolicyGate {
         let plan = policy.kernel_plan();
         if plan.watch_all_execs {
             let rule = first_unscoped_exec_rule(&policy).unwrap_or_else(|| "(default)".to_owned());
-            return Err(PolicyGateError::WatchAllExecs { path: path.to_owned(), rule });
+            return Err(PolicyGateError::WatchAllExecs {
+                path: path.to_owned(),
+                rule,
+            });
         }
         let watched = resolve_plan(path, &plan, search_path)?;
-        Ok(Self { path: path.to_owned(), policy, watched })
+        Ok(Self {
+            path: path.to_owned(),
+            policy,
+            watched,
+        })
     }
 
     pub fn evaluate(&self, action: &airlock_policy::Action) -> Decision {
@@ -90,7 +101,12 @@ pub fn resolve_plan(
     for selector in &plan.watched_binaries {
         let patterns: Vec<String> = match selector {
             BinarySelector::Name(name) => std::env::split_paths(search_path)
-                .map(|dir| format!("{}/{name}", glob::Pattern::escape(&dir.display().to_string())))
+                .map(|dir| {
+                    format!(
+                        "{}/{name}",
+                        glob::Pattern::escape(&dir.display().to_string())
+                    )
+                })
                 .collect(),
             BinarySelector::Path(path) => vec![path.clone()],
         };
@@ -140,7 +156,10 @@ pub fn requirements(spec: &AskSpec) -> proto::Requirements {
         groups: spec
             .approvers
             .iter()
-            .map(|a| proto::GroupQuorum { group: a.group.clone(), min_approvals: a.quorum })
+            .map(|a| proto::GroupQuorum {
+                group: a.group.clone(),
+                min_approvals: a.quorum,
+            })
             .collect(),
         max_grant: max_grant as i32,
         max_grant_seconds,
@@ -204,26 +223,43 @@ mod tests {
             dir.path(),
             "[[rule]]\nid = \"root-execs\"\non = [\"exec\"]\nuser = [\"root\"]\noutcome = \"deny\"\n",
         );
-        let err = PolicyGate::load(&path, "/usr/bin").err().expect("refused").to_string();
+        let err = PolicyGate::load(&path, "/usr/bin")
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.contains("would hold every exec"), "{err}");
     }
 
     #[test]
     fn syntax_errors_carry_file_line_and_column() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = policy(dir.path(), "[[rule]]\nid = \"x\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n");
-        let err = PolicyGate::load(&path, "/usr/bin").err().expect("refused").to_string();
+        let path = policy(
+            dir.path(),
+            "[[rule]]\nid = \"x\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n",
+        );
+        let err = PolicyGate::load(&path, "/usr/bin")
+            .err()
+            .expect("refused")
+            .to_string();
         let line = HEADER.lines().count() + 4;
-        assert!(err.contains(&format!("{}:{line}:", path.display())), "{err}");
+        assert!(
+            err.contains(&format!("{}:{line}:", path.display())),
+            "{err}"
+        );
     }
 
     #[test]
     fn ask_maps_onto_hub_requirements() {
         let spec = AskSpec {
-            approvers: vec![airlock_policy::ApproverRequirement { group: "sec".into(), quorum: 2 }],
+            approvers: vec![airlock_policy::ApproverRequirement {
+                group: "sec".into(),
+                quorum: 2,
+            }],
             ttl: Duration::from_secs(90),
             on_timeout: Verdict::Deny,
-            grant: GrantScope::Duration { max: Duration::from_secs(3600) },
+            grant: GrantScope::Duration {
+                max: Duration::from_secs(3600),
+            },
             severity: airlock_policy::Severity::High,
             reason: Some("export".into()),
             reason_required_for_approve: true,
@@ -231,8 +267,17 @@ mod tests {
         let r = requirements(&spec);
         assert_eq!(r.ttl_seconds, 90);
         assert_eq!(r.on_timeout, proto::Verdict::Deny as i32);
-        assert_eq!(r.groups, [proto::GroupQuorum { group: "sec".into(), min_approvals: 2 }]);
-        assert_eq!((r.max_grant, r.max_grant_seconds), (proto::GrantScope::Duration as i32, 3600));
+        assert_eq!(
+            r.groups,
+            [proto::GroupQuorum {
+                group: "sec".into(),
+                min_approvals: 2
+            }]
+        );
+        assert_eq!(
+            (r.max_grant, r.max_grant_seconds),
+            (proto::GrantScope::Duration as i32, 3600)
+        );
         assert!(r.reason_required_for_approve);
     }
 }

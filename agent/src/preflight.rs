@@ -10,17 +10,23 @@ pub const LSM_LIST: &str = "/sys/kernel/security/lsm";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreflightError {
-    #[error("airlock must run as root (it loads BPF programs and stops processes); effective uid is {0}")]
+    #[error(
+        "airlock must run as root (it loads BPF programs and stops processes); effective uid is {0}"
+    )]
     NotRoot(u32),
     #[error(
         "this kernel does not run the BPF LSM (active LSMs: {active}); boot with `lsm=` including `bpf`, e.g. lsm={active},bpf"
     )]
     NoBpfLsm { active: String },
-    #[error("cannot read {LSM_LIST} ({reason}); mount securityfs (mount -t securityfs none /sys/kernel/security) or use a kernel with BPF LSM")]
+    #[error(
+        "cannot read {LSM_LIST} ({reason}); mount securityfs (mount -t securityfs none /sys/kernel/security) or use a kernel with BPF LSM"
+    )]
     LsmListUnreadable { reason: String },
     #[error("kernel {release} is too old: airlock needs Linux 5.15 or newer with BPF LSM")]
     KernelTooOld { release: String },
-    #[error("this kernel publishes no BTF at /sys/kernel/btf/vmlinux; airlock needs CONFIG_DEBUG_INFO_BTF=y")]
+    #[error(
+        "this kernel publishes no BTF at /sys/kernel/btf/vmlinux; airlock needs CONFIG_DEBUG_INFO_BTF=y"
+    )]
     NoBtf,
 }
 
@@ -56,14 +62,20 @@ pub fn check(facts: &HostFacts) -> Result<(), PreflightError> {
         return Err(PreflightError::NotRoot(facts.euid));
     }
     if !kernel_at_least(&facts.kernel_release, 5, 15) {
-        return Err(PreflightError::KernelTooOld { release: facts.kernel_release.clone() });
+        return Err(PreflightError::KernelTooOld {
+            release: facts.kernel_release.clone(),
+        });
     }
     let lsms = facts
         .lsm_list
         .as_ref()
-        .map_err(|reason| PreflightError::LsmListUnreadable { reason: reason.clone() })?;
+        .map_err(|reason| PreflightError::LsmListUnreadable {
+            reason: reason.clone(),
+        })?;
     if !lsms.trim().split(',').any(|l| l == "bpf") {
-        return Err(PreflightError::NoBpfLsm { active: lsms.trim().to_owned() });
+        return Err(PreflightError::NoBpfLsm {
+            active: lsms.trim().to_owned(),
+        });
     }
     if !facts.has_btf {
         return Err(PreflightError::NoBtf);
@@ -106,8 +118,14 @@ mod tests {
         let cases: [(Breakage, &str); 5] = [
             (|f| f.euid = 1000, "must run as root"),
             (|f| f.kernel_release = "5.10.0-28-amd64".into(), "too old"),
-            (|f| f.lsm_list = Ok("lockdown,capability,apparmor".into()), "does not run the BPF LSM"),
-            (|f| f.lsm_list = Err("No such file or directory".into()), "cannot read /sys/kernel/security/lsm"),
+            (
+                |f| f.lsm_list = Ok("lockdown,capability,apparmor".into()),
+                "does not run the BPF LSM",
+            ),
+            (
+                |f| f.lsm_list = Err("No such file or directory".into()),
+                "cannot read /sys/kernel/security/lsm",
+            ),
             (|f| f.has_btf = false, "publishes no BTF"),
         ];
         for (spoil, expected) in cases {

@@ -414,8 +414,14 @@ mod tests {
     fn local_settlements_name_the_agent_and_deny() {
         let r = masked();
         let req = Requirements::default();
-        let AuditEvent::Decision(d) = decision("r1", &r.context, &req, false, &Settlement::Expired, NO_POLICY)
-        else {
+        let AuditEvent::Decision(d) = decision(
+            "r1",
+            &r.context,
+            &req,
+            false,
+            &Settlement::Expired,
+            NO_POLICY,
+        ) else {
             panic!()
         };
         assert_eq!(
@@ -450,7 +456,9 @@ mod tests {
         );
         let hub_expired = hub_event(RequestState::Expired, DecisionCause::Expired, &[], None);
         assert_eq!(outcome_kind(false, &hub_expired), OutcomeKind::Expired);
-        let AuditEvent::Decision(d) = decision("r1", &r.context, &req, false, &hub_expired, NO_POLICY) else {
+        let AuditEvent::Decision(d) =
+            decision("r1", &r.context, &req, false, &hub_expired, NO_POLICY)
+        else {
             panic!()
         };
         assert_eq!(d.channel, "expiry");
@@ -464,7 +472,8 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let AuditEvent::Decision(d) = decision("r1", &r.context, &req, true, &dur, NO_POLICY) else {
+        let AuditEvent::Decision(d) = decision("r1", &r.context, &req, true, &dur, NO_POLICY)
+        else {
             panic!()
         };
         assert_eq!(d.grant_scope, "until:99");

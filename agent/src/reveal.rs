@@ -357,7 +357,9 @@ mod tests {
             argv: vec!["psql".into(), "postgres://user:pa55word@db/x".into()],
             ..Default::default()
         };
-        trail.hold("r1", &raw, "dev", 1, crate::record::NO_POLICY).expect("hold");
+        trail
+            .hold("r1", &raw, "dev", 1, crate::record::NO_POLICY)
+            .expect("hold");
         log.close().expect("close");
         Fixture { dir, pair }
     }

@@ -165,10 +165,20 @@ mod tests {
 
     #[test]
     fn missing_and_non_cgroup_paths_are_refused() {
-        let err = resolve(Path::new("/nonexistent/cg")).expect_err("missing").to_string();
-        assert!(err.starts_with("scope cgroup /nonexistent/cg does not exist"), "{err}");
-        let err = resolve(Path::new("/tmp")).expect_err("not a cgroup").to_string();
-        assert_eq!(err, "scope cgroup /tmp is not a directory on a cgroup v2 file system");
+        let err = resolve(Path::new("/nonexistent/cg"))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.starts_with("scope cgroup /nonexistent/cg does not exist"),
+            "{err}"
+        );
+        let err = resolve(Path::new("/tmp"))
+            .expect_err("not a cgroup")
+            .to_string();
+        assert_eq!(
+            err,
+            "scope cgroup /tmp is not a directory on a cgroup v2 file system"
+        );
     }
 
     #[test]

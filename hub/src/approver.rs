@@ -55,13 +55,28 @@ pub struct ApproverArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// CA certificate the hub's certificate chains to (PEM); with an https:// hub.
-    #[arg(long = "ca-cert", global = true, env = "AIRLOCK_CA_CERT", value_name = "PEM")]
+    #[arg(
+        long = "ca-cert",
+        global = true,
+        env = "AIRLOCK_CA_CERT",
+        value_name = "PEM"
+    )]
     pub ca: Option<std::path::PathBuf>,
     /// Your client certificate (PEM), naming `airlock:approver/<you>`.
-    #[arg(long = "client-cert", global = true, env = "AIRLOCK_CLIENT_CERT", value_name = "PEM")]
+    #[arg(
+        long = "client-cert",
+        global = true,
+        env = "AIRLOCK_CLIENT_CERT",
+        value_name = "PEM"
+    )]
     pub cert: Option<std::path::PathBuf>,
     /// Your client key (PEM).
-    #[arg(long = "client-key", global = true, env = "AIRLOCK_CLIENT_KEY", value_name = "PEM")]
+    #[arg(
+        long = "client-key",
+        global = true,
+        env = "AIRLOCK_CLIENT_KEY",
+        value_name = "PEM"
+    )]
     pub key: Option<std::path::PathBuf>,
 }
 

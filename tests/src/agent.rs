@@ -36,7 +36,11 @@ impl Agent {
     /// The config for `spec`, keeping the agent's state (audit log, keys) under `state`.
     pub fn config_text(spec: &AgentSpec<'_>, state: &Path) -> String {
         let audit = state.join("audit");
-        let watch: Vec<String> = spec.watch.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+        let watch: Vec<String> = spec
+            .watch
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
         format!(
             "[agent]\nid = \"test-agent\"\n\
              [hub]\nurl = {hub:?}\ndecision_ttl = {ttl:?}\n\
@@ -52,7 +56,10 @@ impl Agent {
             ttl = spec.ttl,
             cg = spec.cgroup.display().to_string(),
             watch = watch.join(", "),
-            policy = spec.policy.map(|p| format!("[policy]\nfile = {:?}\n", p.display().to_string())).unwrap_or_default(),
+            policy = spec
+                .policy
+                .map(|p| format!("[policy]\nfile = {:?}\n", p.display().to_string()))
+                .unwrap_or_default(),
         )
     }
 
@@ -65,15 +72,29 @@ impl Agent {
     pub fn start_with(spec: &AgentSpec<'_>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let auditor_key = dir.path().join("auditor.key");
-        let keygen = Command::new(airlock_bin()).arg("auditor-keygen").arg(&auditor_key).output().expect("run keygen");
-        assert!(keygen.status.success(), "auditor-keygen: {}", String::from_utf8_lossy(&keygen.stderr));
+        let keygen = Command::new(airlock_bin())
+            .arg("auditor-keygen")
+            .arg(&auditor_key)
+            .output()
+            .expect("run keygen");
+        assert!(
+            keygen.status.success(),
+            "auditor-keygen: {}",
+            String::from_utf8_lossy(&keygen.stderr)
+        );
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, format!("{}{extra}", Self::config_text(spec, dir.path()))).expect("write config");
+        std::fs::write(
+            &config,
+            format!("{}{extra}", Self::config_text(spec, dir.path())),
+        )
+        .expect("write config");
         let audit = dir.path().join("audit");
         let audit_pub = dir.path().join("audit.key.pub");
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).expect("notify socket");
-        socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
         let log = dir.path().join("agent.log");
         let child = Command::new(airlock_bin())
             .args(["run", "--config"])
@@ -86,7 +107,15 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn agent");
-        let mut agent = Self { child, dir, log, audit, audit_pub, auditor_key, stopped: None };
+        let mut agent = Self {
+            child,
+            dir,
+            log,
+            audit,
+            audit_pub,
+            auditor_key,
+            stopped: None,
+        };
         let mut buf = [0u8; 256];
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
@@ -96,9 +125,16 @@ impl Agent {
                 break;
             }
             if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("agent exited before it was ready ({status}); log:\n{}", agent.log_text());
+                panic!(
+                    "agent exited before it was ready ({status}); log:\n{}",
+                    agent.log_text()
+                );
             }
-            assert!(std::time::Instant::now() < deadline, "agent not ready after 120 s; log:\n{}", agent.log_text());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent not ready after 120 s; log:\n{}",
+                agent.log_text()
+            );
         }
         agent
     }
@@ -112,7 +148,11 @@ impl Agent {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
-        files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl")));
+        files.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        });
         files.sort();
         files
             .iter()
@@ -126,14 +166,21 @@ impl Agent {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
-        files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl")));
+        files.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+        });
         files.sort();
         files.pop().expect("the agent has an audit log file")
     }
 
     /// The records whose correlation id is `id`, oldest first.
     pub fn records_for(&self, id: &str) -> Vec<serde_json::Value> {
-        self.audit_records().into_iter().filter(|r| r["metadata"]["uid"] == id).collect()
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r["metadata"]["uid"] == id)
+            .collect()
     }
 
     /// Waits until the record of `kind` for request `id` is on disk and returns it.

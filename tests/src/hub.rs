@@ -6,8 +6,8 @@ use std::{
 };
 
 use airlock_proto::v1::{
-    approver_service_client::ApproverServiceClient, watch_event, ApprovalRequest, DecideRequest,
-    GrantScope, ListRequest, RequestState, Verdict, WatchEvent, WatchRequest,
+    ApprovalRequest, DecideRequest, GrantScope, ListRequest, RequestState, Verdict, WatchEvent,
+    WatchRequest, approver_service_client::ApproverServiceClient, watch_event,
 };
 use tonic::{Request, metadata::MetadataValue};
 
@@ -27,15 +27,29 @@ impl Hub {
         let listen = format!("127.0.0.1:{port}");
         let log = tempfile::NamedTempFile::new().expect("hub log");
         let child = Command::new(airlock_bin())
-            .args(["hub", "serve", "--dev-tokens", "--listen", &listen, "--default-ttl", default_ttl])
+            .args([
+                "hub",
+                "serve",
+                "--dev-tokens",
+                "--listen",
+                &listen,
+                "--default-ttl",
+                default_ttl,
+            ])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("hub log"))
             .spawn()
             .expect("spawn hub");
-        wait_for(SLOW, "the hub to listen", || std::net::TcpStream::connect(&listen).ok());
-        Self { url: format!("http://{listen}"), child, log }
+        wait_for(SLOW, "the hub to listen", || {
+            std::net::TcpStream::connect(&listen).ok()
+        });
+        Self {
+            url: format!("http://{listen}"),
+            child,
+            log,
+        }
     }
 
     /// Runs the approver CLI (`airlock <args>`) as `principal` against this hub.
@@ -100,8 +114,18 @@ impl Approver {
     }
 
     pub async fn list(&self, states: &[RequestState]) -> Vec<ApprovalRequest> {
-        let message = ListRequest { states: states.iter().map(|s| *s as i32).collect(), limit: 1000, ..Default::default() };
-        self.client.clone().list(self.request(message)).await.expect("list").into_inner().requests
+        let message = ListRequest {
+            states: states.iter().map(|s| *s as i32).collect(),
+            limit: 1000,
+            ..Default::default()
+        };
+        self.client
+            .clone()
+            .list(self.request(message))
+            .await
+            .expect("list")
+            .into_inner()
+            .requests
     }
 
     /// Opens a Watch stream and returns the first request (from the snapshot or a change)
@@ -144,17 +168,33 @@ impl Approver {
         let message = DecideRequest {
             id: id.to_owned(),
             verdict: if allow { Verdict::Allow } else { Verdict::Deny } as i32,
-            reason: if allow { String::new() } else { "denied by the test".to_owned() },
+            reason: if allow {
+                String::new()
+            } else {
+                "denied by the test".to_owned()
+            },
             scope: GrantScope::Once as i32,
             channel: "test".to_owned(),
             ..Default::default()
         };
-        self.client.clone().decide(self.request(message)).await.expect("decide").into_inner().request.expect("request")
+        self.client
+            .clone()
+            .decide(self.request(message))
+            .await
+            .expect("decide")
+            .into_inner()
+            .request
+            .expect("request")
     }
 
     /// A Watch stream from revision 0 (snapshot first).
     pub async fn watch(&self) -> tonic::Streaming<WatchEvent> {
-        self.client.clone().watch(self.request(WatchRequest { since_revision: 0 })).await.expect("watch").into_inner()
+        self.client
+            .clone()
+            .watch(self.request(WatchRequest { since_revision: 0 }))
+            .await
+            .expect("watch")
+            .into_inner()
     }
 
     /// Polls until request `id` is in a final state and returns it.

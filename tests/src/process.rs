@@ -67,7 +67,9 @@ pub fn spawn_held(
     cmd.args(args);
     let procs = cgroup.join("cgroup.procs");
     std::thread::spawn(move || {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         // SAFETY: open/write/close only, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));

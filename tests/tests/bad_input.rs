@@ -47,7 +47,13 @@ fn assert_one_sentence(code: i32, stderr: &str, expected: &str) {
 
 fn valid_config(cgroup: &std::path::Path, watch: &str) -> String {
     Agent::config_text(
-        &AgentSpec { hub_url: "http://127.0.0.1:9", cgroup, watch: vec![watch.into()], ttl: "5s", policy: None },
+        &AgentSpec {
+            hub_url: "http://127.0.0.1:9",
+            cgroup,
+            watch: vec![watch.into()],
+            ttl: "5s",
+            policy: None,
+        },
         std::path::Path::new("/tmp/airlock-bad-input-audit.jsonl"),
     )
 }

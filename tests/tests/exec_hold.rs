@@ -6,7 +6,7 @@
 
 use std::{
     io,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -16,9 +16,9 @@ use airlock_proto::v1::{ActionClass, ApprovalRequest, RequestState};
 use airlock_tests::{
     SLOW,
     agent::{Agent, AgentSpec},
+    airlock_of,
     cgroup::TestCgroup,
     hub::Hub,
-    airlock_of,
     process::{self, tool_copy},
     wait_for,
 };
@@ -79,7 +79,7 @@ fn spawn_held(setup: &Setup, args: &[&str]) -> JoinHandle<io::Result<Child>> {
     })
 }
 
-fn is_for(tool: &PathBuf) -> impl Fn(&ApprovalRequest) -> bool + '_ {
+fn is_for(tool: &Path) -> impl Fn(&ApprovalRequest) -> bool + '_ {
     move |r| {
         r.action
             .as_ref()
@@ -139,7 +139,10 @@ fn approved_exec_runs_to_completion_with_its_real_output() {
 
     s.agent.wait_record(&request.id, "outcome");
     let records = s.agent.records_for(&request.id);
-    let kinds: Vec<_> = records.iter().map(|r| r["kind"].as_str().unwrap_or_default()).collect();
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(kinds, ["attempt", "decision", "outcome"], "{records:?}");
     assert_eq!(airlock_of(&records[1])["verdict"], "allowed");
     assert_eq!(airlock_of(&records[2])["outcome"], "completed");
@@ -192,10 +195,17 @@ fn no_decision_within_the_ttl_means_eperm() {
         .expect("thread")
         .expect_err("expired exec must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
-    assert!(started.elapsed() >= Duration::from_secs(3), "denied before the TTL: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "denied before the TTL: {:?}",
+        started.elapsed()
+    );
     // The outcome is written right after the release, so it may trail the EPERM slightly.
     wait_for(SLOW, "the expiry in the audit log", || {
-        s.agent.audit_records().into_iter().find(|r| r["kind"] == "outcome" && airlock_of(r)["outcome"] == "expired")
+        s.agent
+            .audit_records()
+            .into_iter()
+            .find(|r| r["kind"] == "outcome" && airlock_of(r)["outcome"] == "expired")
     });
 }
 
@@ -306,25 +316,47 @@ fn a_duration_grant_covers_the_same_command_and_nothing_else() {
     let approver = rt.block_on(s.hub.approver("grace"));
     let first = spawn_held(&s, &["sync", "reports"]);
     let request = rt.block_on(approver.watch_for(SLOW, is_for(&s.tool)));
-    s.hub.cli_ok("grace", &["approve", &request.id, "--for", "1h"]);
-    let out = first.join().expect("thread").expect("approved").wait_with_output().expect("wait");
+    s.hub
+        .cli_ok("grace", &["approve", &request.id, "--for", "1h"]);
+    let out = first
+        .join()
+        .expect("thread")
+        .expect("approved")
+        .wait_with_output()
+        .expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "sync reports\n");
 
     // The same binary with the same arguments: the grant answers, no human is asked.
     let again = spawn_held(&s, &["sync", "reports"]);
-    let out = again.join().expect("thread").expect("granted").wait_with_output().expect("wait");
+    let out = again
+        .join()
+        .expect("thread")
+        .expect("granted")
+        .wait_with_output()
+        .expect("wait");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "sync reports\n");
     let all = rt.block_on(approver.list(&[]));
-    let granted: Vec<_> = all.iter().filter(|r| r.id != request.id && r.state == RequestState::Approved as i32).collect();
-    assert_eq!(granted.len(), 1, "the repeat was approved by the grant: {all:?}");
+    let granted: Vec<_> = all
+        .iter()
+        .filter(|r| r.id != request.id && r.state == RequestState::Approved as i32)
+        .collect();
+    assert_eq!(
+        granted.len(),
+        1,
+        "the repeat was approved by the grant: {all:?}"
+    );
     assert!(granted[0].votes.is_empty(), "nobody voted on the repeat");
 
     // Other arguments are a different action: held and asked again.
     let other = spawn_held(&s, &["sync", "customers"]);
     let asked = rt.block_on(approver.watch_for(SLOW, |r| {
-        r.state == RequestState::Pending as i32 && r.action.as_ref().is_some_and(|a| a.argv.last().is_some_and(|x| x == "customers"))
+        r.state == RequestState::Pending as i32
+            && r.action
+                .as_ref()
+                .is_some_and(|a| a.argv.last().is_some_and(|x| x == "customers"))
     }));
-    s.hub.cli_ok("grace", &["deny", &asked.id, "--reason", "customer data"]);
+    s.hub
+        .cli_ok("grace", &["deny", &asked.id, "--reason", "customer data"]);
     let err = other.join().expect("thread").expect_err("denied");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
 }

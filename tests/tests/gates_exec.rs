@@ -8,12 +8,12 @@ use std::{
 
 use airlock_proto::v1::{ActionClass, RequestState};
 use airlock_tests::{
+    SLOW,
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
     gates::{finish, runtime, stdout},
     hub::Hub,
     process::tool_copy,
-    SLOW,
 };
 
 #[test]
@@ -25,15 +25,42 @@ fn wrappers_and_links_do_not_dodge_the_exec_gate() {
     std::fs::hard_link(&tool, &linked).expect("hard link");
     let cgroup = TestCgroup::new("exec-wrappers");
     let hub = Hub::start("300s");
-    let _agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![tool.clone()], ttl: "120s", policy: None });
+    let _agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![tool.clone()],
+        ttl: "120s",
+        policy: None,
+    });
     let t = tool.display().to_string();
     let l = linked.display().to_string();
     let python = format!("import subprocess; subprocess.run([{t:?}, 'from', 'python'])");
     let cases: Vec<(Vec<String>, Vec<String>, bool)> = vec![
-        (vec!["/bin/sh".into(), "-c".into(), format!("{t} from sh")], vec![t.clone(), "from".into(), "sh".into()], true),
-        (vec!["/usr/bin/env".into(), t.clone(), "from".into(), "env".into()], vec![t.clone(), "from".into(), "env".into()], false),
-        (vec!["python3".into(), "-c".into(), python], vec![t.clone(), "from".into(), "python".into()], true),
-        (vec![l.clone(), "from".into(), "link".into()], vec![l.clone(), "from".into(), "link".into()], false),
+        (
+            vec!["/bin/sh".into(), "-c".into(), format!("{t} from sh")],
+            vec![t.clone(), "from".into(), "sh".into()],
+            true,
+        ),
+        (
+            vec![
+                "/usr/bin/env".into(),
+                t.clone(),
+                "from".into(),
+                "env".into(),
+            ],
+            vec![t.clone(), "from".into(), "env".into()],
+            false,
+        ),
+        (
+            vec!["python3".into(), "-c".into(), python],
+            vec![t.clone(), "from".into(), "python".into()],
+            true,
+        ),
+        (
+            vec![l.clone(), "from".into(), "link".into()],
+            vec![l.clone(), "from".into(), "link".into()],
+            false,
+        ),
     ];
     for (cmd, argv, approve) in cases {
         // From a thread: std's spawn waits for the exec, and a held exec waits for a human.
@@ -41,7 +68,10 @@ fn wrappers_and_links_do_not_dodge_the_exec_gate() {
         let spawn_cmd = cmd.clone();
         let spawned = std::thread::spawn(move || {
             let mut c = Command::new(&spawn_cmd[0]);
-            c.args(&spawn_cmd[1..]).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+            c.args(&spawn_cmd[1..])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .stdin(Stdio::null());
             // SAFETY: open/write/close only, which are async-signal-safe.
             unsafe { c.pre_exec(move || std::fs::write(&procs, std::process::id().to_string())) };
             c.spawn()
@@ -51,16 +81,29 @@ fn wrappers_and_links_do_not_dodge_the_exec_gate() {
                 .await
                 .watch_for(SLOW, |r| {
                     r.state == RequestState::Pending as i32
-                        && r.action.as_ref().is_some_and(|a| a.class == ActionClass::Exec as i32 && a.argv == argv)
+                        && r.action
+                            .as_ref()
+                            .is_some_and(|a| a.class == ActionClass::Exec as i32 && a.argv == argv)
                 })
                 .await
         });
-        let binary = request.action.as_ref().map(|a| a.binary.clone()).unwrap_or_default();
-        assert!(binary.ends_with("export-tool") || binary.ends_with("renamed-copy"), "{binary}");
+        let binary = request
+            .action
+            .as_ref()
+            .map(|a| a.binary.clone())
+            .unwrap_or_default();
+        assert!(
+            binary.ends_with("export-tool") || binary.ends_with("renamed-copy"),
+            "{binary}"
+        );
         if approve {
             hub.cli_ok("alice", &["approve", &request.id]);
             let out = finish(spawned.join().expect("thread").expect("spawn"));
-            assert_eq!(stdout(&out), format!("{}\n", argv[1..].join(" ")), "{cmd:?}");
+            assert_eq!(
+                stdout(&out),
+                format!("{}\n", argv[1..].join(" ")),
+                "{cmd:?}"
+            );
         } else {
             hub.cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
             match spawned.join().expect("thread") {

@@ -156,7 +156,12 @@ fn the_daemon_cannot_be_killed_traced_or_tampered_with_from_scope() {
     let rules: Vec<String> = records
         .iter()
         .filter(|r| r["kind"] == "self_protection")
-        .map(|r| airlock_tests::airlock_of(r)["hook"].as_str().unwrap_or_default().to_owned())
+        .map(|r| {
+            airlock_tests::airlock_of(r)["hook"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     for rule in [
         "protect.kill",

@@ -6,33 +6,45 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
-    sync::{atomic::{AtomicBool, Ordering}, Arc},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use airlock_tests::{
+    SLOW,
     agent::{Agent, AgentSpec},
-    cgroup::TestCgroup,
     airlock_of,
+    cgroup::TestCgroup,
     hub::Hub,
     process::{tool_copy, try_spawn_in},
-    SLOW,
 };
 
 const HEADER: &str = "version = 1\n[defaults]\nexec = \"allow\"\nconnect = \"allow\"\nsend = \"allow\"\nopen = \"allow\"\n[defaults.ask]\napprovers = [\"oncall\"]\nttl = \"2m\"\n[groups.oncall]\n";
 
 fn rule(id: &str, binary: &Path, extra: &str, outcome: &str) -> String {
-    format!("[[rule]]\nid = \"{id}\"\non = [\"exec\"]\nbinary = [\"{}\"]\n{extra}outcome = \"{outcome}\"\n", binary.display())
+    format!(
+        "[[rule]]\nid = \"{id}\"\non = [\"exec\"]\nbinary = [\"{}\"]\n{extra}outcome = \"{outcome}\"\n",
+        binary.display()
+    )
 }
 
 fn hash_of(text: &str) -> String {
-    airlock_policy::Policy::from_str("p.toml", text).expect("valid policy").hash().to_owned()
+    airlock_policy::Policy::from_str("p.toml", text)
+        .expect("valid policy")
+        .hash()
+        .to_owned()
 }
 
 /// Runs `tool args` inside `cgroup` and returns whether the exec was allowed.
 fn exec_allowed(cgroup: &Path, tool: &Path, args: &[&str]) -> bool {
     match try_spawn_in(cgroup, Command::new(tool).args(args)) {
-        Ok(child) => child.wait_with_output().map(|o| o.status.success()).unwrap_or(false),
+        Ok(child) => child
+            .wait_with_output()
+            .map(|o| o.status.success())
+            .unwrap_or(false),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
         Err(e) => panic!("exec of {} failed unexpectedly: {e}", tool.display()),
     }
@@ -47,30 +59,70 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
     let policy = dir.path().join("policy.toml");
     let text = format!(
         "{HEADER}{}{}{}",
-        rule("dry-runs-are-fine", &exporter, "argv = [{ glob = \"--dry-run\" }]\n", "allow"),
-        rule("exports-ask", &exporter, "reason = \"exports leave the host\"\n", "ask"),
-        rule("no-dumps", &dumper, "reason = \"dumps are never allowed\"\n", "deny"),
+        rule(
+            "dry-runs-are-fine",
+            &exporter,
+            "argv = [{ glob = \"--dry-run\" }]\n",
+            "allow"
+        ),
+        rule(
+            "exports-ask",
+            &exporter,
+            "reason = \"exports leave the host\"\n",
+            "ask"
+        ),
+        rule(
+            "no-dumps",
+            &dumper,
+            "reason = \"dumps are never allowed\"\n",
+            "deny"
+        ),
     );
     std::fs::write(&policy, &text).expect("policy");
     let cgroup = TestCgroup::new("policy-rules");
     let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![], ttl: "2m", policy: Some(&policy) });
+    let agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![],
+        ttl: "2m",
+        policy: Some(&policy),
+    });
 
-    assert!(exec_allowed(&cgroup.path, &exporter, &["--dry-run"]), "allowed by rule without asking");
-    assert!(!exec_allowed(&cgroup.path, &dumper, &["db"]), "denied by rule");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    assert!(
+        exec_allowed(&cgroup.path, &exporter, &["--dry-run"]),
+        "allowed by rule without asking"
+    );
+    assert!(
+        !exec_allowed(&cgroup.path, &dumper, &["db"]),
+        "denied by rule"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let approver = rt.block_on(hub.approver("alice"));
-    assert!(rt.block_on(approver.list(&[])).is_empty(), "neither decision involved the hub");
+    assert!(
+        rt.block_on(approver.list(&[])).is_empty(),
+        "neither decision involved the hub"
+    );
 
     // An export without --dry-run asks; the request carries the rule and its reason.
     let spawned = {
         let (cg, tool) = (cgroup.path.clone(), exporter.clone());
         std::thread::spawn(move || exec_allowed(&cg, &tool, &["s3://x"]))
     };
-    let request = rt.block_on(approver.watch_for(SLOW, |r| r.action.as_ref().is_some_and(|a| a.rule_id == "exports-ask")));
+    let request = rt.block_on(approver.watch_for(SLOW, |r| {
+        r.action
+            .as_ref()
+            .is_some_and(|a| a.rule_id == "exports-ask")
+    }));
     let action = request.action.clone().expect("action");
     assert_eq!(action.rule_reason, "exports leave the host");
-    assert_eq!(request.requirements.as_ref().map(|r| r.ttl_seconds), Some(120));
+    assert_eq!(
+        request.requirements.as_ref().map(|r| r.ttl_seconds),
+        Some(120)
+    );
     // The rule's approver group is enforced by the hub: outsiders cannot approve.
     let outsider = hub.cli("mallory", &["approve", &request.id]);
     assert_eq!(outsider.status.code(), Some(2));
@@ -80,7 +132,10 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
 
     let records = agent.audit_records();
     let by_rule = |rule: &str| {
-        records.iter().filter(|r| r["kind"] == "decision" && airlock_of(r)["policy"]["rule"] == rule).count()
+        records
+            .iter()
+            .filter(|r| r["kind"] == "decision" && airlock_of(r)["policy"]["rule"] == rule)
+            .count()
     };
     assert_eq!(by_rule("dry-runs-are-fine"), 1);
     assert_eq!(by_rule("no-dumps"), 1);
@@ -94,15 +149,32 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     let policy = dir.path().join("policy.toml");
     // Both versions watch the tool (a non-allow rule names it); A lets ordinary runs
     // through by default, B denies them.
-    let allow_text = format!("{HEADER}{}", rule("only-never", &tool, "argv = [{ glob = \"--never\" }]\n", "deny"));
+    let allow_text = format!(
+        "{HEADER}{}",
+        rule(
+            "only-never",
+            &tool,
+            "argv = [{ glob = \"--never\" }]\n",
+            "deny"
+        )
+    );
     let deny_text = format!("{HEADER}{}", rule("deny-all-runs", &tool, "", "deny"));
-    let broken_text = format!("{HEADER}[[rule]]\nid = \"broken\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n");
-    let verdict_of: HashMap<String, bool> = HashMap::from([(hash_of(&allow_text), true), (hash_of(&deny_text), false)]);
+    let broken_text = format!(
+        "{HEADER}[[rule]]\nid = \"broken\"\non = [\"connect\"]\ncidr = [\"10.0.0.0/33\"]\noutcome = \"deny\"\n"
+    );
+    let verdict_of: HashMap<String, bool> =
+        HashMap::from([(hash_of(&allow_text), true), (hash_of(&deny_text), false)]);
     std::fs::write(&policy, &allow_text).expect("policy");
 
     let cgroup = TestCgroup::new("policy-reload");
     let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![], ttl: "2m", policy: Some(&policy) });
+    let agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![],
+        ttl: "2m",
+        policy: Some(&policy),
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let runner = {
@@ -129,7 +201,12 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
                 write_atomically(&policy, &broken_text.replace("10.0.0.0/33", &bad_cidr));
                 agent.hangup();
                 broken_writes += 1;
-                wait_reload(&agent, i, before, |r| airlock_of(r)["ok"] == false && airlock_of(r)["error"].as_str().is_some_and(|e| e.contains(&bad_cidr)));
+                wait_reload(&agent, i, before, |r| {
+                    airlock_of(r)["ok"] == false
+                        && airlock_of(r)["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains(&bad_cidr))
+                });
             }
             n => {
                 let text = if n == 0 { &deny_text } else { &allow_text };
@@ -137,7 +214,10 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
                 write_atomically(&policy, text);
                 agent.hangup();
                 valid_writes += 1;
-                wait_reload(&agent, i, before, |r| airlock_of(r)["ok"] == true && airlock_of(r)["policy_version"] == version.as_str());
+                wait_reload(&agent, i, before, |r| {
+                    airlock_of(r)["ok"] == true
+                        && airlock_of(r)["policy_version"] == version.as_str()
+                });
             }
         }
     }
@@ -147,28 +227,61 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     std::thread::sleep(Duration::from_secs(2));
 
     let records = agent.audit_records();
-    let decisions: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
-    assert_eq!(decisions.len(), outcomes.len(), "every exec judged exactly once ({} execs)", outcomes.len());
+    let decisions: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "decision").collect();
+    assert_eq!(
+        decisions.len(),
+        outcomes.len(),
+        "every exec judged exactly once ({} execs)",
+        outcomes.len()
+    );
     for (outcome, record) in outcomes.iter().zip(&decisions) {
         let fields = airlock_of(record);
-        let hash = fields["policy"]["version"].as_str().expect("decision names its policy version");
-        let expected = verdict_of.get(hash).copied().unwrap_or_else(|| panic!("judged by an unknown policy {hash}"));
-        assert_eq!(*outcome, expected, "exec outcome differs from the policy that judged it: {record}");
+        let hash = fields["policy"]["version"]
+            .as_str()
+            .expect("decision names its policy version");
+        let expected = verdict_of
+            .get(hash)
+            .copied()
+            .unwrap_or_else(|| panic!("judged by an unknown policy {hash}"));
+        assert_eq!(
+            *outcome, expected,
+            "exec outcome differs from the policy that judged it: {record}"
+        );
         assert_eq!(fields["verdict"] == "allowed", expected, "{record}");
     }
     let reloads_with = |ok: bool| {
-        records.iter().filter(|r| r["kind"] == "policy_reload" && airlock_of(r)["ok"] == ok).count()
+        records
+            .iter()
+            .filter(|r| r["kind"] == "policy_reload" && airlock_of(r)["ok"] == ok)
+            .count()
     };
     let (rejected, accepted) = (reloads_with(false), reloads_with(true));
-    assert!(rejected >= broken_writes, "every broken policy rejected and audited ({rejected} of {broken_writes})");
-    assert!(accepted >= valid_writes, "every valid policy switched to ({accepted} of {valid_writes})");
+    assert!(
+        rejected >= broken_writes,
+        "every broken policy rejected and audited ({rejected} of {broken_writes})"
+    );
+    assert!(
+        accepted >= valid_writes,
+        "every valid policy switched to ({accepted} of {valid_writes})"
+    );
     let bad_line = format!("policy.toml:{}:", HEADER.lines().count() + 4);
-    let located = records
-        .iter()
-        .any(|r| r["kind"] == "policy_reload" && airlock_of(r)["error"].as_str().is_some_and(|e| e.contains(&bad_line)));
+    let located = records.iter().any(|r| {
+        r["kind"] == "policy_reload"
+            && airlock_of(r)["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&bad_line))
+    });
     assert!(located, "rejections carry file:line:column ({bad_line})");
-    assert!(outcomes.len() >= 20, "the load loop ran ({} execs)", outcomes.len());
-    assert!(outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o), "both policies judged some execs");
+    assert!(
+        outcomes.len() >= 20,
+        "the load loop ran ({} execs)",
+        outcomes.len()
+    );
+    assert!(
+        outcomes.iter().any(|o| *o) && outcomes.iter().any(|o| !*o),
+        "both policies judged some execs"
+    );
 }
 
 /// Waits until a policy_reload record after the first `before` records satisfies `want`.
@@ -176,10 +289,18 @@ fn wait_reload(agent: &Agent, i: usize, before: usize, want: impl Fn(&serde_json
     let deadline = std::time::Instant::now() + SLOW;
     loop {
         let records = agent.audit_records();
-        if records.iter().skip(before).any(|r| r["kind"] == "policy_reload" && want(r)) {
+        if records
+            .iter()
+            .skip(before)
+            .any(|r| r["kind"] == "policy_reload" && want(r))
+        {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "reload {i} was never recorded; agent log:\n{}", agent.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload {i} was never recorded; agent log:\n{}",
+            agent.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
     paths,
@@ -46,32 +46,50 @@ pub fn run(cmd: &Command) -> Result<()> {
 
 /// Runs a library's own `harness = false` bench target, output passed through.
 fn library_bench(package: &str, bench: &str) -> Result<()> {
-    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(paths::workspace_root()).args(["bench", "-p", package, "--bench", bench]);
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(paths::workspace_root())
+        .args(["bench", "-p", package, "--bench", bench]);
     crate::util::run_status(&mut cmd)
 }
 
 fn hold(count: u32, kernel: Kernel) -> Result<()> {
     build_airlock()?;
-    let mut build = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build.current_dir(paths::workspace_root()).args(["build", "-p", "airlock-tests", "--bin", "hold-latency"]);
+    let mut build =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.current_dir(paths::workspace_root()).args([
+        "build",
+        "-p",
+        "airlock-tests",
+        "--bin",
+        "hold-latency",
+    ]);
     crate::util::run_status(&mut build).context("building hold-latency")?;
     let bench = paths::target_dir().join("debug/hold-latency");
     let args = [bench.display().to_string(), count.to_string()];
     if host_has_bpf_lsm() {
-        let status = std::process::Command::new(&args[0]).arg(&args[1]).status().context("running hold-latency")?;
+        let status = std::process::Command::new(&args[0])
+            .arg(&args[1])
+            .status()
+            .context("running hold-latency")?;
         if !status.success() {
             bail!("hold-latency failed ({status})");
         }
         return Ok(());
     }
-    println!("bench hold: no BPF LSM on this host; measuring inside QEMU on Linux {}", kernel.label());
+    println!(
+        "bench hold: no BPF LSM on this host; measuring inside QEMU on Linux {}",
+        kernel.label()
+    );
     let mut spec = GuestSpec::new(kernel, args);
     spec.cwd = paths::workspace_root();
     spec.timeout = Duration::from_secs(3000);
     let outcome = vm::run_in_guest(&spec)?;
     if outcome.exit_code != 0 {
-        bail!("hold-latency exited with {} in the guest", outcome.exit_code);
+        bail!(
+            "hold-latency exited with {} in the guest",
+            outcome.exit_code
+        );
     }
     Ok(())
 }
@@ -80,11 +98,17 @@ fn hold(count: u32, kernel: Kernel) -> Result<()> {
 /// load under BPF LSM, which this machine kind refuses (DESIGN.md §10).
 fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
     build_airlock()?;
-    let mut build = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build.current_dir(paths::workspace_root()).args(["build", "-p", "airlock-tests", "--bins"]);
+    let mut build =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .current_dir(paths::workspace_root())
+        .args(["build", "-p", "airlock-tests", "--bins"]);
     crate::util::run_status(&mut build).context("building the gate bench driver")?;
     let driver = paths::target_dir().join("debug/gate_bench");
-    let mut spec = GuestSpec::new(kernel, [driver.display().to_string(), iterations.to_string()]);
+    let mut spec = GuestSpec::new(
+        kernel,
+        [driver.display().to_string(), iterations.to_string()],
+    );
     spec.cwd = paths::workspace_root();
     spec.timeout = Duration::from_secs(1800);
     // One vCPU: under TCG, cross-CPU wakeups (fork/exec, a connect's accept) cost more when
@@ -93,7 +117,11 @@ fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
     spec.cpus = 1;
     let outcome = vm::run_in_guest(&spec)?;
     if outcome.exit_code != 0 {
-        bail!("the gate bench driver exited with {} on Linux {}", outcome.exit_code, kernel.label());
+        bail!(
+            "the gate bench driver exited with {} on Linux {}",
+            outcome.exit_code,
+            kernel.label()
+        );
     }
     Ok(())
 }

@@ -7,14 +7,14 @@
 use std::{
     process::Command,
     sync::{
-        atomic::{AtomicBool, Ordering},
         Arc,
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
     paths,
@@ -45,7 +45,12 @@ pub struct Options {
 impl Options {
     /// The non-interactive variant `cargo xtask test` runs.
     pub fn scripted() -> Self {
-        Self { scripted: true, kernel: Kernel::V6_12, port: HUB_PORT, no_setup: true }
+        Self {
+            scripted: true,
+            kernel: Kernel::V6_12,
+            port: HUB_PORT,
+            no_setup: true,
+        }
     }
 }
 
@@ -54,8 +59,10 @@ pub fn run(opts: &Options) -> Result<()> {
         crate::setup::run(&crate::setup::Options::default()).context("cargo xtask setup")?;
     }
     let airlock = build_airlock()?;
-    let aws = paths::resolve_tool("aws").context("the demo needs the aws CLI (cargo xtask setup installs it)")?;
-    let moto = paths::resolve_tool("moto_server").context("the demo needs moto_server (cargo xtask setup installs it)")?;
+    let aws = paths::resolve_tool("aws")
+        .context("the demo needs the aws CLI (cargo xtask setup installs it)")?;
+    let moto = paths::resolve_tool("moto_server")
+        .context("the demo needs moto_server (cargo xtask setup installs it)")?;
     let script = paths::workspace_root().join("demo/run.sh");
     let env = [
         ("AIRLOCK", airlock.display().to_string()),
@@ -70,7 +77,10 @@ pub fn run(opts: &Options) -> Result<()> {
     };
     println!("demo: the hub will be reachable at {hub_url}; approve from another terminal with");
     println!("    {} --hub {hub_url} --as alice watch", airlock.display());
-    println!("    {} --hub {hub_url} --as alice approve <ID>", airlock.display());
+    println!(
+        "    {} --hub {hub_url} --as alice approve <ID>",
+        airlock.display()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let approver = opts.scripted.then(|| {
@@ -84,22 +94,38 @@ pub fn run(opts: &Options) -> Result<()> {
         cmd.arg(&script).envs(env.iter().cloned());
         crate::util::run_status(&mut cmd).context("the demo script failed")
     } else {
-        println!("demo: this kernel does not run BPF LSM, so the demo runs in the test VM (Linux {})", opts.kernel.label());
+        println!(
+            "demo: this kernel does not run BPF LSM, so the demo runs in the test VM (Linux {})",
+            opts.kernel.label()
+        );
         let mut spec = GuestSpec::new(opts.kernel, ["sh".to_owned(), script.display().to_string()]);
         spec.cwd = paths::workspace_root();
-        spec.env = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        spec.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         spec.env.push(("DEMO_BRIDGE".into(), "1".into()));
-        spec.forwards = vec![Forward { host_addr: [127, 0, 0, 1].into(), host_port: opts.port, guest_port: HUB_PORT }];
+        spec.forwards = vec![Forward {
+            host_addr: [127, 0, 0, 1].into(),
+            host_port: opts.port,
+            guest_port: HUB_PORT,
+        }];
         spec.timeout = Duration::from_secs(1200);
         let outcome = vm::run_in_guest(&spec)?;
         if outcome.exit_code == 0 {
             Ok(())
         } else {
-            Err(anyhow::anyhow!("the demo script exited with {}", outcome.exit_code))
+            Err(anyhow::anyhow!(
+                "the demo script exited with {}",
+                outcome.exit_code
+            ))
         }
     };
     stop.store(true, Ordering::SeqCst);
-    let approvals = approver.map(|h| h.join().unwrap_or(Err(anyhow::anyhow!("approver thread panicked"))));
+    let approvals = approver.map(|h| {
+        h.join()
+            .unwrap_or(Err(anyhow::anyhow!("approver thread panicked")))
+    });
     result?;
     if let Some(approvals) = approvals {
         let approvals = approvals?;
@@ -114,7 +140,12 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// Polls the hub like a person at a terminal would, approving pending `aws` execs. Returns
 /// how many it approved.
-fn scripted_approver(airlock: &std::path::Path, hub: &str, aws: &str, stop: &AtomicBool) -> Result<u32> {
+fn scripted_approver(
+    airlock: &std::path::Path,
+    hub: &str,
+    aws: &str,
+    stop: &AtomicBool,
+) -> Result<u32> {
     let mut approved = 0;
     while !stop.load(Ordering::SeqCst) {
         thread::sleep(Duration::from_secs(1));
@@ -128,7 +159,9 @@ fn scripted_approver(airlock: &std::path::Path, hub: &str, aws: &str, stop: &Ato
             continue; // the hub is not up yet
         }
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(request) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(request) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             let id = request["id"].as_str().unwrap_or_default();
             let is_export = request.to_string().contains(aws);
             if id.is_empty() || !is_export {
@@ -136,7 +169,16 @@ fn scripted_approver(airlock: &std::path::Path, hub: &str, aws: &str, stop: &Ato
             }
             println!("demo: scripted approver (alice, on this host) approves {id}");
             let status = Command::new(airlock)
-                .args(["--hub", hub, "--as", "alice", "approve", id, "--reason", "demo: scripted approver"])
+                .args([
+                    "--hub",
+                    hub,
+                    "--as",
+                    "alice",
+                    "approve",
+                    id,
+                    "--reason",
+                    "demo: scripted approver",
+                ])
                 .status()
                 .context("running airlock approve")?;
             if status.success() {

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(opts) => setup::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Vm(cmd) => vm::cli::run(cmd),
-        Command::Test(opts) => setup::run(&setup::Options::default()).and_then(|()| test::run(&opts)),
+        Command::Test(opts) => {
+            setup::run(&setup::Options::default()).and_then(|()| test::run(&opts))
+        }
         Command::Demo(opts) => demo::run(&opts).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&cmd).map(|()| ExitCode::SUCCESS),
         Command::EvalMasking(opts) => eval_masking::run(&opts),

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
     paths,
@@ -68,11 +68,19 @@ impl Tally {
         let rest = line.trim().strip_prefix("test result: ")?;
         let number = |word: &str| {
             rest.split(';')
-                .find_map(|part| part.trim().strip_suffix(word).map(|n| n.trim().rsplit(' ').next().unwrap_or("")))
+                .find_map(|part| {
+                    part.trim()
+                        .strip_suffix(word)
+                        .map(|n| n.trim().rsplit(' ').next().unwrap_or(""))
+                })
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        Some(Tally { passed: number("passed"), failed: number("failed"), ignored: number("ignored") })
+        Some(Tally {
+            passed: number("passed"),
+            failed: number("failed"),
+            ignored: number("ignored"),
+        })
     }
 }
 
@@ -93,6 +101,33 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     unsafe { std::env::set_var("AIRLOCK_REQUIRE_EBPF", "1") };
     let mut stages = Vec::new();
 
+    if !opts.no_unit {
+        let started = Instant::now();
+        let fmt_ok = crate::util::run_status(cargo().args(["fmt", "--all", "--check"])).is_ok();
+        let clippy_ok = crate::util::run_status(cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .is_ok();
+        let ok = fmt_ok && clippy_ok;
+        let tally = Tally {
+            passed: u64::from(fmt_ok) + u64::from(clippy_ok),
+            failed: u64::from(!fmt_ok) + u64::from(!clippy_ok),
+            ignored: 0,
+        };
+        stages.push(Stage {
+            name: "lint (cargo fmt --check, clippy -D warnings)".into(),
+            tally,
+            ok,
+            time: started.elapsed(),
+        });
+    }
     // The in-process tests of the tests crate run the real binary too.
     build_airlock()?;
     if !opts.no_unit {
@@ -100,7 +135,12 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         let mut cmd = cargo();
         cmd.args(["test", "--workspace", "--exclude", "agent-ebpf"]);
         let (ok, tally) = run_streaming(&mut cmd, None)?;
-        stages.push(Stage { name: "unit + in-process (cargo test --workspace)".into(), tally, ok, time: started.elapsed() });
+        stages.push(Stage {
+            name: "unit + in-process (cargo test --workspace)".into(),
+            tally,
+            ok,
+            time: started.elapsed(),
+        });
     }
 
     if !opts.no_kernel {
@@ -108,22 +148,49 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         if host_has_bpf_lsm() {
             let started = Instant::now();
             let (ok, tally) = run_native(&binaries, opts.filter.as_deref())?;
-            stages.push(Stage { name: "BPF LSM tests (native)".into(), tally, ok, time: started.elapsed() });
+            stages.push(Stage {
+                name: "BPF LSM tests (native)".into(),
+                tally,
+                ok,
+                time: started.elapsed(),
+            });
         } else {
-            println!("xtask test: this host's kernel does not run BPF LSM; the kernel tier runs under QEMU");
+            println!(
+                "xtask test: this host's kernel does not run BPF LSM; the kernel tier runs under QEMU"
+            );
             for kernel in &opts.kernels {
                 let started = Instant::now();
-                let script = guest_script(&binaries, opts.filter.as_deref(), &skip_args(NO_BPF_LSM_TESTS));
+                let script = guest_script(
+                    &binaries,
+                    opts.filter.as_deref(),
+                    &skip_args(NO_BPF_LSM_TESTS),
+                );
                 let (ok, tally) = run_guest(*kernel, script, Vec::new())?;
-                stages.push(Stage { name: format!("BPF LSM tests (QEMU, Linux {})", kernel.label()), tally, ok, time: started.elapsed() });
+                stages.push(Stage {
+                    name: format!("BPF LSM tests (QEMU, Linux {})", kernel.label()),
+                    tally,
+                    ok,
+                    time: started.elapsed(),
+                });
             }
             if opts.filter.is_none() {
                 let started = Instant::now();
-                let exact: Vec<String> = NO_BPF_LSM_TESTS.iter().flat_map(|t| ["--exact".into(), t.to_string()]).collect();
+                let exact: Vec<String> = NO_BPF_LSM_TESTS
+                    .iter()
+                    .flat_map(|t| ["--exact".into(), t.to_string()])
+                    .collect();
                 let script = guest_script(&binaries, None, &exact);
                 let kernel = *opts.kernels.last().unwrap_or(&Kernel::V6_12);
                 let (ok, tally) = run_guest(kernel, script, vec![NO_BPF_LSM_ARG.to_owned()])?;
-                stages.push(Stage { name: format!("refusal on a kernel without BPF LSM (QEMU, Linux {})", kernel.label()), tally, ok, time: started.elapsed() });
+                stages.push(Stage {
+                    name: format!(
+                        "refusal on a kernel without BPF LSM (QEMU, Linux {})",
+                        kernel.label()
+                    ),
+                    tally,
+                    ok,
+                    time: started.elapsed(),
+                });
             }
         }
     }
@@ -137,8 +204,17 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
                 false
             }
         };
-        let tally = Tally { passed: u64::from(ok), failed: u64::from(!ok), ignored: 0 };
-        stages.push(Stage { name: "demo (aws s3 cp held, approved, object verified)".into(), tally, ok, time: started.elapsed() });
+        let tally = Tally {
+            passed: u64::from(ok),
+            failed: u64::from(!ok),
+            ignored: 0,
+        };
+        stages.push(Stage {
+            name: "demo (aws s3 cp held, approved, object verified)".into(),
+            tally,
+            ok,
+            time: started.elapsed(),
+        });
     }
 
     let mut total = Tally::default();
@@ -156,8 +232,16 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     }
     let all_ok = stages.iter().all(|s| s.ok);
     // The plain closing line CI readers look for.
-    println!("{} passed, {} failed", total.passed, total.failed + u64::from(!all_ok && total.failed == 0));
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{} passed, {} failed",
+        total.passed,
+        total.failed + u64::from(!all_ok && total.failed == 0)
+    );
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn cargo() -> Command {
@@ -192,7 +276,13 @@ fn run_streaming(cmd: &mut Command, prefix: Option<&str>) -> Result<(bool, Tally
 fn build_guest_tests() -> Result<Vec<PathBuf>> {
     build_airlock()?;
     let out = cargo()
-        .args(["test", "-p", "airlock-tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "-p",
+            "airlock-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("building the kernel-tier tests")?;
@@ -201,12 +291,17 @@ fn build_guest_tests() -> Result<Vec<PathBuf>> {
     }
     let mut binaries = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let is_test_target = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
-        if msg["reason"] == "compiler-artifact" && is_test_target {
-            if let Some(exe) = msg["executable"].as_str() {
-                binaries.push(PathBuf::from(exe));
-            }
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test_target = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if msg["reason"] == "compiler-artifact"
+            && is_test_target
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            binaries.push(PathBuf::from(exe));
         }
     }
     if binaries.is_empty() {
@@ -220,19 +315,26 @@ fn build_guest_tests() -> Result<Vec<PathBuf>> {
 pub fn host_has_bpf_lsm() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    root && std::fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|l| l.trim().split(',').any(|x| x == "bpf"))
+    root && std::fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|l| l.trim().split(',').any(|x| x == "bpf"))
 }
 
 /// Builds `target/debug/airlock` with its BPF programs and returns its path.
 pub fn build_airlock() -> Result<PathBuf> {
     let mut build = cargo();
-    build.args(["build", "-p", "airlock-agent"]).env("AIRLOCK_REQUIRE_EBPF", "1");
-    crate::util::run_status(&mut build).context("building the airlock binary with its BPF programs")?;
+    build
+        .args(["build", "-p", "airlock-agent"])
+        .env("AIRLOCK_REQUIRE_EBPF", "1");
+    crate::util::run_status(&mut build)
+        .context("building the airlock binary with its BPF programs")?;
     Ok(paths::target_dir().join("debug/airlock"))
 }
 
 fn skip_args(names: &[&str]) -> Vec<String> {
-    names.iter().flat_map(|n| ["--skip".to_owned(), (*n).to_owned()]).collect()
+    names
+        .iter()
+        .flat_map(|n| ["--skip".to_owned(), (*n).to_owned()])
+        .collect()
 }
 
 fn test_args(filter: Option<&str>, extra: &[String]) -> Vec<String> {
@@ -275,7 +377,10 @@ fn guest_script(binaries: &[PathBuf], filter: Option<&str>, extra: &[String]) ->
 
 /// `word` as one shell word: unchanged when it has no special characters.
 fn shell_word(word: &str) -> String {
-    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_=./:,".contains(c));
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,".contains(c));
     if plain {
         word.to_owned()
     } else {
@@ -288,7 +393,9 @@ fn run_guest(kernel: Kernel, script: String, kernel_args: Vec<String>) -> Result
     spec.cwd = paths::workspace_root();
     spec.timeout = Duration::from_secs(1500);
     spec.kernel_args = kernel_args;
-    spec.stream = vm::Stream::On { prefix: Some(format!("[{}] ", kernel.label())) };
+    spec.stream = vm::Stream::On {
+        prefix: Some(format!("[{}] ", kernel.label())),
+    };
     let outcome = vm::run_in_guest(&spec)
         .with_context(|| format!("the kernel tier could not run on Linux {}", kernel.label()))?;
     let mut tally = Tally::default();
@@ -317,15 +424,21 @@ mod tests {
         let t = Tally::parse("test result: ok. 6 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 45.44s")
             .expect("summary");
         assert_eq!((t.passed, t.failed, t.ignored), (6, 0, 2));
-        let t = Tally::parse("[6.1] test result: FAILED. 3 passed; 1 failed; 0 ignored").map(|t| t.failed);
+        let t = Tally::parse("[6.1] test result: FAILED. 3 passed; 1 failed; 0 ignored")
+            .map(|t| t.failed);
         assert_eq!(t, None, "prefixed lines are not summaries");
-        let t = Tally::parse("test result: FAILED. 3 passed; 1 failed; 0 ignored").expect("summary");
+        let t =
+            Tally::parse("test result: FAILED. 3 passed; 1 failed; 0 ignored").expect("summary");
         assert_eq!((t.passed, t.failed), (3, 1));
     }
 
     #[test]
     fn guest_script_runs_each_binary_and_keeps_failures() {
-        let script = guest_script(&[PathBuf::from("/w/t/a-1"), PathBuf::from("/w/t/b-2")], Some("hold"), &skip_args(&["x"]));
+        let script = guest_script(
+            &[PathBuf::from("/w/t/a-1"), PathBuf::from("/w/t/b-2")],
+            Some("hold"),
+            &skip_args(&["x"]),
+        );
         assert!(script.contains("/w/t/a-1 --ignored --test-threads=1 --skip x hold || rc=1"));
         assert!(script.contains("/w/t/b-2 --ignored"));
         assert!(script.ends_with("exit $rc\n"));

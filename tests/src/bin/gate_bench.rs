@@ -79,7 +79,11 @@ fn main() {
     };
     for round in 0..ROUNDS {
         // Alternate which configuration goes first, so drift favours neither.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for agent_on in order {
             let agent = agent_on.then(|| Agent::start(&spec));
             // Let the daemon finish starting (the /proc walk, the first refresh, the hub

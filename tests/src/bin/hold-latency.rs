@@ -17,13 +17,25 @@ use airlock_tests::{
 };
 
 fn main() {
-    let count: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(100);
+    let count: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = tool_copy(dir.path(), "bench-tool", "/bin/true");
     let cgroup = TestCgroup::new("latency");
     let hub = Hub::start("300s");
-    let _agent = Agent::start(&AgentSpec { hub_url: &hub.url, cgroup: &cgroup.path, watch: vec![tool.clone()], ttl: "120s", policy: None });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![tool.clone()],
+        ttl: "120s",
+        policy: None,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let approver = rt.block_on(hub.approver("bench-approver"));
     let mut stream = rt.block_on(approver.watch());
     let tool_name = tool.display().to_string();
@@ -67,7 +79,9 @@ fn main() {
         to_visible.push(started.elapsed());
         let approved_at = Instant::now();
         rt.block_on(approver.decide(&id, true));
-        let (returned_at, result) = done_rx.recv_timeout(Duration::from_secs(120)).expect("exec returned");
+        let (returned_at, result) = done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("exec returned");
         let mut child = result.expect("approved exec runs");
         to_running.push(returned_at - approved_at);
         child.wait().expect("wait");
@@ -76,12 +90,16 @@ fn main() {
         }
     }
     report("exec -> request visible on Watch", &mut to_visible);
-    report("approve -> exec returned (process running)", &mut to_running);
+    report(
+        "approve -> exec returned (process running)",
+        &mut to_running,
+    );
 }
 
 fn report(what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let pick = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let pick =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     println!(
         "{what:<44} n={} p50={:>8.2} ms  p99={:>8.2} ms  max={:>8.2} ms",
         samples.len(),
