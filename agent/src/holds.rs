@@ -321,6 +321,19 @@ impl Coordinator {
             tracing::debug!(trigger, "policy unchanged");
             return;
         }
+        if let Some(current) = &self.policy
+            && let Some(what) = kernel_sets_changed(&current.policy, &new.policy)
+        {
+            // The egress allow trie and the credential set are filled at start; switching
+            // without them would let the kernel pass what the new policy holds.
+            let error = format!(
+                "{}: the new policy changes {what}; restart the agent to apply it",
+                path.display()
+            );
+            tracing::error!(trigger, %error, "policy reload rejected; the previous policy stays in force");
+            self.record_reload(&old_hash, 0, Some(format!("{trigger}: {error}")));
+            return;
+        }
         for (index, binary) in new.watched.iter().enumerate() {
             if let Err(error) = self.kernel.watched_exec.insert(binary.key, index as u32, 0) {
                 tracing::error!(%error, path = %binary.path.display(), "cannot watch binary; reload rejected");
@@ -518,6 +531,23 @@ impl Coordinator {
     }
 }
 
+/// Which kernel set other than the exec watch list differs between two policies' plans.
+fn kernel_sets_changed(
+    old: &airlock_policy::Policy,
+    new: &airlock_policy::Policy,
+) -> Option<&'static str> {
+    let (old, new) = (old.kernel_plan(), new.kernel_plan());
+    if old.allowed_cidrs != new.allowed_cidrs {
+        Some("the CIDRs allowed in the kernel")
+    } else if old.credential_globs != new.credential_globs
+        || old.watch_all_opens != new.watch_all_opens
+    {
+        Some("the credential files watched in the kernel")
+    } else {
+        None
+    }
+}
+
 /// The action as the policy sees it, from the raw (unmasked) context.
 fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Action {
     use airlock_policy::{Action, ActionClass as Class};
@@ -611,4 +641,46 @@ fn spawn_exit_watch(tx: mpsc::Sender<Msg>, id: String, pid: u32) -> JoinHandle<(
         // fd < 0: the process is already gone.
         let _ = tx.send(Msg::Exited(id)).await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "version = 1\n[defaults]\nexec = \"allow\"\nconnect = \"ask\"\nsend = \"ask\"\nopen = \"allow\"\n[defaults.ask]\napprovers = [\"oncall\"]\n[groups.oncall]\n";
+
+    fn policy(rules: &str) -> airlock_policy::Policy {
+        airlock_policy::Policy::from_str("p.toml", &format!("{HEADER}{rules}")).expect("valid")
+    }
+
+    #[test]
+    fn reloads_that_change_kernel_sets_other_than_exec_are_named() {
+        let base = policy(
+            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n",
+        );
+        let wider = policy(
+            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/7\"]\noutcome = \"allow\"\n",
+        );
+        let creds = policy(
+            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n\
+             [[rule]]\nid = \"keys\"\non = [\"open\"]\npath = [\"/root/.ssh/id_*\"]\noutcome = \"ask\"\n",
+        );
+        let execs = policy(
+            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n\
+             [[rule]]\nid = \"dumps\"\non = [\"exec\"]\nbinary = [\"pg_dump\"]\noutcome = \"deny\"\n",
+        );
+        assert_eq!(
+            kernel_sets_changed(&base, &wider),
+            Some("the CIDRs allowed in the kernel")
+        );
+        assert_eq!(
+            kernel_sets_changed(&base, &creds),
+            Some("the credential files watched in the kernel")
+        );
+        assert_eq!(
+            kernel_sets_changed(&base, &execs),
+            None,
+            "exec watch changes reload live"
+        );
+    }
 }
