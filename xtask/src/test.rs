@@ -321,12 +321,17 @@ pub fn host_has_bpf_lsm() -> bool {
 
 /// Builds `target/debug/airlock` with its BPF programs and returns its path.
 pub fn build_airlock() -> Result<PathBuf> {
+    let started = Instant::now();
     let mut build = cargo();
     build
         .args(["build", "-p", "airlock-agent"])
         .env("AIRLOCK_REQUIRE_EBPF", "1");
     crate::util::run_status(&mut build)
         .context("building the airlock binary with its BPF programs")?;
+    println!(
+        "xtask: target/debug/airlock with its BPF programs is built ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(paths::target_dir().join("debug/airlock"))
 }
 
