@@ -202,7 +202,7 @@ impl Coordinator {
             }
         };
         // A duration grant approves exactly this action (binary + argv, destination, path).
-        raw.action_hash = policy_action(&action, &raw).fingerprint();
+        raw.action_hash = action_hash(&raw);
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
         // recorded it does not happen. From here on only the masked context is used.
         let policy_version = self.policy_version();
@@ -550,6 +550,24 @@ fn kernel_sets_changed(
 
 /// The action as the policy sees it, from the raw (unmasked) context.
 fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Action {
+    let mut action = action_of(raw);
+    action.uid = Some(held.uid);
+    action
+}
+
+/// What a grant is bound to: the action itself (class, binary + argv, destination, path),
+/// not who made it or from where — the hub binds the requester and the agent separately, and
+/// parent pids or cgroups differ on every run of the same command.
+fn action_hash(raw: &ActionContext) -> String {
+    let mut action = action_of(raw);
+    action.user = None;
+    action.cgroup = None;
+    action.unit = None;
+    action.parents.clear();
+    action.fingerprint()
+}
+
+fn action_of(raw: &ActionContext) -> airlock_policy::Action {
     use airlock_policy::{Action, ActionClass as Class};
     let class = match ActionClass::try_from(raw.class) {
         Ok(ActionClass::Connect) => Class::Connect,
@@ -578,7 +596,6 @@ fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Acti
             s3_bucket: non_empty(&d.bucket),
             s3_key: non_empty(&d.key),
         });
-    action.uid = Some(held.uid);
     if let Some(actor) = &raw.actor {
         action.user = non_empty(&actor.user);
     }
@@ -651,6 +668,38 @@ mod tests {
 
     fn policy(rules: &str) -> airlock_policy::Policy {
         airlock_policy::Policy::from_str("p.toml", &format!("{HEADER}{rules}")).expect("valid")
+    }
+
+    #[test]
+    fn a_grant_binds_the_action_not_the_actor() {
+        let exec = |argv: &[&str], parent_pid: u32, cgroup: &str| ActionContext {
+            class: ActionClass::Exec as i32,
+            binary: "/usr/bin/aws".into(),
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            cgroup: cgroup.into(),
+            parents: vec![airlock_proto::v1::Process {
+                pid: parent_pid,
+                binary: "/bin/sh".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let cp = ["aws", "s3", "cp", "r.csv", "s3://reports-q3/"];
+        let first = action_hash(&exec(&cp, 100, "/a.slice"));
+        assert_eq!(
+            first,
+            action_hash(&exec(&cp, 4242, "/b.slice")),
+            "same command from another shell"
+        );
+        assert_ne!(
+            first,
+            action_hash(&exec(
+                &["aws", "s3", "cp", "r.csv", "s3://other/"],
+                100,
+                "/a.slice"
+            ))
+        );
+        assert_eq!(first.len(), 64);
     }
 
     #[test]
