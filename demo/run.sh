@@ -16,6 +16,9 @@ export PATH="$(dirname "$AWS"):$PATH"
 WORK=$(mktemp -d /tmp/airlock-demo.XXXXXX)
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
+# The demo is about the export; keep the aws CLI off the user's own ~/.aws files, whose reads
+# the credential-file gate would (rightly) hold as a second request.
+export AWS_CONFIG_FILE="$WORK/aws-config" AWS_SHARED_CREDENTIALS_FILE="$WORK/aws-credentials"
 S3=http://127.0.0.1:5000
 say() { printf '\n\033[1mdemo:\033[0m %s\n' "$*"; }
 
