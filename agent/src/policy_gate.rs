@@ -118,7 +118,7 @@ pub fn resolve_plan(
                 reason: e.to_string(),
             })?;
             for candidate in matches.flatten() {
-                if is_executable_file(&candidate) {
+                if resolve::is_executable_file(&candidate) {
                     found = true;
                     paths.insert(std::fs::canonicalize(&candidate).unwrap_or(candidate));
                 }
@@ -134,11 +134,6 @@ pub fn resolve_plan(
     resolved.sort_by_key(|r| r.key);
     resolved.dedup_by_key(|r| r.key);
     Ok(resolved)
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The hub-side requirements for a rule's `ask`.

@@ -76,7 +76,7 @@ fn resolve_one(
         path: path.clone(),
         source,
     })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !is_executable(&meta) {
         return Err(ResolveError::NotExecutable(path));
     }
     let key = inode_key(&path, mounts)?;
@@ -90,10 +90,16 @@ fn resolve_one(
 fn search(name: &str, search_path: &str) -> Option<PathBuf> {
     std::env::split_paths(search_path)
         .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| is_executable_file(candidate))
+}
+
+/// True when `path` (following symlinks) is a regular file someone may execute.
+pub fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| is_executable(&m))
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
 }
 
 /// The kernel's identity of the file at `path`.

@@ -145,6 +145,22 @@ impl Agent {
 
     /// Parsed audit records, oldest first, from every `audit-*.jsonl` file.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        self.audit_log_files()
+            .iter()
+            .flat_map(|f| complete_lines(&std::fs::read_to_string(f).unwrap_or_default()))
+            .map(|l| serde_json::from_str(&l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// The audit log file being written now (the newest `audit-*.jsonl`).
+    pub fn audit_file(&self) -> PathBuf {
+        self.audit_log_files()
+            .pop()
+            .expect("the agent has an audit log file")
+    }
+
+    /// The `audit-*.jsonl` files of the agent's log, oldest first.
+    fn audit_log_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -155,24 +171,6 @@ impl Agent {
         });
         files.sort();
         files
-            .iter()
-            .flat_map(|f| complete_lines(&std::fs::read_to_string(f).unwrap_or_default()))
-            .map(|l| serde_json::from_str(&l).expect("audit line is JSON"))
-            .collect()
-    }
-
-    /// The audit log file being written now (the newest `audit-*.jsonl`).
-    pub fn audit_file(&self) -> PathBuf {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-        });
-        files.sort();
-        files.pop().expect("the agent has an audit log file")
     }
 
     /// The records whose correlation id is `id`, oldest first.

@@ -46,24 +46,15 @@ pub fn run(cmd: &Command) -> Result<()> {
 
 /// Runs a library's own `harness = false` bench target, output passed through.
 fn library_bench(package: &str, bench: &str) -> Result<()> {
-    let mut cmd =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(paths::workspace_root())
-        .args(["bench", "-p", package, "--bench", bench]);
+    let mut cmd = crate::test::cargo();
+    cmd.args(["bench", "-p", package, "--bench", bench]);
     crate::util::run_status(&mut cmd)
 }
 
 fn hold(count: u32, kernel: Kernel) -> Result<()> {
     build_airlock()?;
-    let mut build =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build.current_dir(paths::workspace_root()).args([
-        "build",
-        "-p",
-        "airlock-tests",
-        "--bin",
-        "hold-latency",
-    ]);
+    let mut build = crate::test::cargo();
+    build.args(["build", "-p", "airlock-tests", "--bin", "hold-latency"]);
     crate::util::run_status(&mut build).context("building hold-latency")?;
     let bench = paths::target_dir().join("debug/hold-latency");
     let args = [bench.display().to_string(), count.to_string()];
@@ -98,11 +89,8 @@ fn hold(count: u32, kernel: Kernel) -> Result<()> {
 /// load under BPF LSM, which this machine kind refuses (DESIGN.md §10).
 fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
     build_airlock()?;
-    let mut build =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build
-        .current_dir(paths::workspace_root())
-        .args(["build", "-p", "airlock-tests", "--bins"]);
+    let mut build = crate::test::cargo();
+    build.args(["build", "-p", "airlock-tests", "--bins"]);
     crate::util::run_status(&mut build).context("building the gate bench driver")?;
     let driver = paths::target_dir().join("debug/gate_bench");
     let mut spec = GuestSpec::new(

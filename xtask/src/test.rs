@@ -244,7 +244,8 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
     })
 }
 
-fn cargo() -> Command {
+/// `cargo` (the one running xtask), in the workspace root.
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(paths::workspace_root());
     cmd
