@@ -18,9 +18,10 @@ use crate::{
     context::Rules,
     egress,
     events::{self, Event},
-    files::{self, CredentialSet, FilesError},
+    files::{self, FilesError},
     holds::{Coordinator, KernelAnswers, Msg},
     hub_client::{HubClient, HubError},
+    kernel_sets::{Baseline, KernelSets},
     loader::{self, GateSpec, LoadError},
     policy_gate::PolicyGate,
     preflight::{self, HostFacts, PreflightError},
@@ -89,25 +90,13 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     scope.extend(scope::descendant_cgroups(&scope));
     // The policy's kernel plan widens the gates: its credential globs are watched and the
     // CIDRs it allows outright pass in the kernel (its invariant: nothing there would ask).
-    let plan = policy
-        .as_ref()
-        .map(|p| p.policy.kernel_plan())
-        .unwrap_or_default();
-    let mut credential_globs = config.credentials.clone();
-    for glob in &plan.credential_globs {
-        if glob.starts_with('/') || glob.starts_with("~/") {
-            credential_globs.push(glob.clone());
-        } else {
-            // Inodes are resolved from anchored globs; a relative one would mean scanning
-            // every file system.
-            tracing::warn!(%glob, "policy credential glob is not anchored; the kernel cannot watch it");
-        }
-    }
-    let mut extra_allow = config.egress_allow.clone();
-    extra_allow.extend(plan.allowed_cidrs.iter().copied());
-    let credentials = files::resolve_credentials(&credential_globs, &files::homes())?;
-    let allow = egress::allow_list(&extra_allow, &config.hub_url);
-    for net in &allow {
+    let baseline = Baseline {
+        allow: egress::allow_list(&config.egress_allow, &config.hub_url),
+        credential_globs: config.credentials.clone(),
+    };
+    let wanted = baseline.wanted(policy.as_ref().map(|p| p.policy.kernel_plan()).as_ref());
+    let credentials = files::resolve_credentials(&wanted.credential_globs, &files::homes())?;
+    for net in &wanted.allow {
         tracing::debug!(%net, "egress allowed");
     }
     for file in &credentials {
@@ -152,7 +141,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     protect.extend(audit_files(&config.audit.dir));
     let protected = files::resolve_existing(&protect);
 
-    let allow_keys: Vec<_> = allow.iter().map(egress::key).collect();
+    let allow_keys: Vec<_> = wanted.allow.iter().map(egress::key).collect();
     let protected_keys: Vec<_> = protected.iter().map(|(_, k)| *k).collect();
     // Walked after the scope is known and before attaching; a process forked between the
     // walk and the fork tracepoint is caught by its cgroup (the tracepoint attaches first).
@@ -195,7 +184,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             scope.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
             policy.as_ref().map(|p| p.hash().to_owned()),
             credentials.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
-            allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            wanted.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             protected.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
         ),
     )?;
@@ -223,6 +212,13 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             verdicts: gates.verdicts,
             pending: gates.pending,
             watched_exec: gates.watched_exec,
+            sets: KernelSets::new(
+                baseline,
+                gates.egress_allow,
+                gates.cred_files,
+                &wanted,
+                &credentials,
+            ),
         },
         tx.clone(),
     );
@@ -260,7 +256,6 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     if gates.adopted {
         readopt(&mut coordinator);
     }
-    let mut creds = CredentialSet::new(credential_globs.clone(), &credentials);
     let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
     let roots: Vec<_> = scope
         .iter()
@@ -273,8 +268,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             Some(msg) = rx.recv() => coordinator.handle(msg).await,
             _ = sighup.recv() => coordinator.handle(Msg::ReloadPolicy("SIGHUP")).await,
             _ = refresh.tick() => {
-                refresh_credentials(&mut creds, &mut gates.cred_files);
-                coordinator.rules.credentials = creds.files();
+                coordinator.refresh_credentials();
                 for cgroup in scope::descendant_cgroups(&roots) {
                     if known_cgroups.insert(cgroup.id) {
                         tracing::debug!(path = %cgroup.path.display(), "new scope sub-cgroup");
@@ -347,26 +341,6 @@ fn readopt(coordinator: &mut Coordinator) {
 
 /// How often credential globs and scope sub-cgroups are re-resolved.
 const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn refresh_credentials(
-    creds: &mut CredentialSet,
-    map: &mut aya::maps::HashMap<aya::maps::MapData, agent_common::InodeKey, u32>,
-) {
-    match creds.refresh() {
-        Ok(diff) => {
-            for file in &diff.added {
-                tracing::info!(path = %file.path.display(), pattern = %file.pattern, "credential file appeared");
-                if let Err(error) = map.insert(file.key, 0, 0) {
-                    tracing::error!(%error, path = %file.path.display(), "cannot watch credential file");
-                }
-            }
-            for key in &diff.removed {
-                let _ = map.remove(key);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "credential refresh failed"),
-    }
-}
 
 /// The audit log's files as they are now (new rotations are not yet protected).
 fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

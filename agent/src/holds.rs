@@ -24,6 +24,7 @@ use crate::{
     context::{self, Rules},
     events::{DeniedAction, HeldAction},
     hub_client::HubClient,
+    kernel_sets::LiveKernelSets,
     policy_gate::{self, PolicyGate},
     record::Settlement,
 };
@@ -62,11 +63,13 @@ pub enum Msg {
     ReloadPolicy(&'static str),
 }
 
-/// The two kernel maps the answer goes through.
+/// The kernel maps the answers go through, and the sets a policy reload rewrites.
 pub struct KernelAnswers {
     pub verdicts: BpfHashMap<MapData, HoldKey, u32>,
     pub pending: BpfHashMap<MapData, HoldKey, u64>,
     pub watched_exec: BpfHashMap<MapData, agent_common::InodeKey, u32>,
+    /// The egress allow trie and the credential files.
+    pub sets: LiveKernelSets,
 }
 
 impl KernelAnswers {
@@ -304,8 +307,10 @@ impl Coordinator {
             .map_or_else(|| "none".to_owned(), |p| p.hash().to_owned())
     }
 
-    /// Validates the policy file completely, then switches to it. The kernel watches the
-    /// union of old and new binaries during the switch; a rejected file changes nothing.
+    /// Validates the policy file completely, then switches to it without a gap: the kernel
+    /// first answers only for what both policies let through (allowed prefixes: the
+    /// intersection; watched binaries and credential files: the union), the policy is
+    /// swapped, then the kernel sets become the new policy's. A rejected file changes nothing.
     fn reload_policy(&mut self, trigger: &'static str) {
         let Some(current) = &self.policy else { return };
         let (path, old_hash) = (current.path.clone(), current.hash().to_owned());
@@ -321,22 +326,26 @@ impl Coordinator {
             tracing::debug!(trigger, "policy unchanged");
             return;
         }
-        if let Some(current) = &self.policy
-            && let Some(what) = kernel_sets_changed(&current.policy, &new.policy)
-        {
-            // The egress allow trie and the credential set are filled at start; switching
-            // without them would let the kernel pass what the new policy holds.
-            let error = format!(
-                "{}: the new policy changes {what}; restart the agent to apply it",
-                path.display()
-            );
-            tracing::error!(trigger, %error, "policy reload rejected; the previous policy stays in force");
-            self.record_reload(&old_hash, 0, Some(format!("{trigger}: {error}")));
-            return;
-        }
+        let plan = new.policy.kernel_plan();
+        let wanted = self.kernel.sets.baseline().wanted(Some(&plan));
+        let narrowed = match self.kernel.sets.narrow(&wanted) {
+            Ok(narrowed) => narrowed,
+            Err(error) => {
+                tracing::error!(%error, trigger, "policy reload rejected; the previous policy stays in force");
+                self.record_reload(&old_hash, 0, Some(format!("{trigger}: {error}")));
+                return;
+            }
+        };
+        let mut added = Vec::new();
         for (index, binary) in new.watched.iter().enumerate() {
             if let Err(error) = self.kernel.watched_exec.insert(binary.key, index as u32, 0) {
                 tracing::error!(%error, path = %binary.path.display(), "cannot watch binary; reload rejected");
+                for key in &added {
+                    if !self.watches(key) {
+                        let _ = self.kernel.watched_exec.remove(key);
+                    }
+                }
+                self.kernel.sets.restore(narrowed);
                 self.record_reload(
                     &old_hash,
                     0,
@@ -347,26 +356,43 @@ impl Coordinator {
                 );
                 return;
             }
+            added.push(binary.key);
         }
         let old = self.policy.replace(new);
-        let keep: std::collections::HashSet<_> = self
-            .rules
-            .watched
-            .iter()
-            .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
-            .map(|b| b.key)
-            .collect();
-        for binary in old
-            .iter()
-            .flat_map(|p| p.watched.iter())
-            .filter(|b| !keep.contains(&b.key))
-        {
-            let _ = self.kernel.watched_exec.remove(&binary.key);
+        self.kernel.sets.widen(narrowed);
+        self.rules.credentials = self.kernel.sets.credential_files();
+        for binary in old.iter().flat_map(|p| p.watched.iter()) {
+            if !self.watches(&binary.key) {
+                let _ = self.kernel.watched_exec.remove(&binary.key);
+            }
         }
         let new_hash = self.policy_version();
         let rules = self.policy.as_ref().map_or(0, |p| p.policy.rules().len());
-        tracing::info!(trigger, file = %path.display(), old = %old_hash, new = %new_hash, watched = keep.len(), "policy reloaded");
+        tracing::info!(
+            trigger,
+            file = %path.display(),
+            old = %old_hash,
+            new = %new_hash,
+            allowed_prefixes = self.kernel.sets.allowed().len(),
+            credential_files = self.rules.credentials.len(),
+            "policy reloaded"
+        );
         self.record_reload(&new_hash, rules, None);
+    }
+
+    /// True when the configuration or the policy in force watches this binary.
+    fn watches(&self, key: &agent_common::InodeKey) -> bool {
+        self.rules
+            .watched
+            .iter()
+            .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
+            .any(|b| b.key == *key)
+    }
+
+    /// Re-resolves the credential globs (files appear and get replaced).
+    pub fn refresh_credentials(&mut self) {
+        self.kernel.sets.refresh_credentials();
+        self.rules.credentials = self.kernel.sets.credential_files();
     }
 
     /// Records a reload: the version now in force, or why the new file was refused.
@@ -531,23 +557,6 @@ impl Coordinator {
     }
 }
 
-/// Which kernel set other than the exec watch list differs between two policies' plans.
-fn kernel_sets_changed(
-    old: &airlock_policy::Policy,
-    new: &airlock_policy::Policy,
-) -> Option<&'static str> {
-    let (old, new) = (old.kernel_plan(), new.kernel_plan());
-    if old.allowed_cidrs != new.allowed_cidrs {
-        Some("the CIDRs allowed in the kernel")
-    } else if old.credential_globs != new.credential_globs
-        || old.watch_all_opens != new.watch_all_opens
-    {
-        Some("the credential files watched in the kernel")
-    } else {
-        None
-    }
-}
-
 /// The action as the policy sees it, from the raw (unmasked) context.
 fn policy_action(held: &HeldAction, raw: &ActionContext) -> airlock_policy::Action {
     let mut action = action_of(raw);
@@ -664,12 +673,6 @@ fn spawn_exit_watch(tx: mpsc::Sender<Msg>, id: String, pid: u32) -> JoinHandle<(
 mod tests {
     use super::*;
 
-    const HEADER: &str = "version = 1\n[defaults]\nexec = \"allow\"\nconnect = \"ask\"\nsend = \"ask\"\nopen = \"allow\"\n[defaults.ask]\napprovers = [\"oncall\"]\n[groups.oncall]\n";
-
-    fn policy(rules: &str) -> airlock_policy::Policy {
-        airlock_policy::Policy::from_str("p.toml", &format!("{HEADER}{rules}")).expect("valid")
-    }
-
     #[test]
     fn a_grant_binds_the_action_not_the_actor() {
         let exec = |argv: &[&str], parent_pid: u32, cgroup: &str| ActionContext {
@@ -700,36 +703,5 @@ mod tests {
             ))
         );
         assert_eq!(first.len(), 64);
-    }
-
-    #[test]
-    fn reloads_that_change_kernel_sets_other_than_exec_are_named() {
-        let base = policy(
-            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n",
-        );
-        let wider = policy(
-            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/7\"]\noutcome = \"allow\"\n",
-        );
-        let creds = policy(
-            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n\
-             [[rule]]\nid = \"keys\"\non = [\"open\"]\npath = [\"/root/.ssh/id_*\"]\noutcome = \"ask\"\n",
-        );
-        let execs = policy(
-            "[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"10.0.0.0/8\"]\noutcome = \"allow\"\n\
-             [[rule]]\nid = \"dumps\"\non = [\"exec\"]\nbinary = [\"pg_dump\"]\noutcome = \"deny\"\n",
-        );
-        assert_eq!(
-            kernel_sets_changed(&base, &wider),
-            Some("the CIDRs allowed in the kernel")
-        );
-        assert_eq!(
-            kernel_sets_changed(&base, &creds),
-            Some("the credential files watched in the kernel")
-        );
-        assert_eq!(
-            kernel_sets_changed(&base, &execs),
-            None,
-            "exec watch changes reload live"
-        );
     }
 }

@@ -3,6 +3,8 @@
 //! If any step fails, the partially loaded object is dropped, which detaches whatever was
 //! attached: the host is never left half-gated.
 
+use std::collections::HashSet;
+
 use agent_common::{AllowKey, InodeKey, KernelOffsets, names};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -67,6 +69,8 @@ pub struct Gates {
     pub events: RingBuf<MapData>,
     /// Credential files, kept up to date as files appear or are replaced.
     pub cred_files: HashMap<MapData, InodeKey, u32>,
+    /// Destinations that pass in the kernel; rewritten on policy reload.
+    pub egress_allow: LpmTrie<MapData, [u8; 16], u32>,
     /// Scope cgroups, extended as sub-cgroups appear.
     pub scope_cgroups: HashMap<MapData, u64, u32>,
     /// True when a previous daemon's pinned gates were found and taken over.
@@ -143,6 +147,9 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
     for pid in stale {
         let _ = daemon.remove(&pid);
     }
+    if adopted {
+        prune_stale(&mut ebpf, spec)?;
+    }
 
     fill(&mut ebpf, spec)?;
 
@@ -199,6 +206,7 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         pin_dir: spec.pin_dir.to_owned(),
         dns_names,
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
+        egress_allow: take_map(&mut ebpf, names::MAP_EGRESS_ALLOW)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
         watched_exec: take_map(&mut ebpf, names::MAP_WATCHED_EXEC)?,
@@ -206,6 +214,68 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         events: take_map(&mut ebpf, names::MAP_EVENTS)?,
         _ebpf: ebpf,
     })
+}
+
+/// Takes out of adopted maps what this configuration does not put there: a previous
+/// daemon's allowed prefixes, watched binaries, credential and protected files and scope
+/// cgroups would otherwise outlive a narrower configuration. Removing first only makes the
+/// kernel stricter until `fill` runs.
+fn prune_stale(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
+    let keep: HashSet<u64> = spec.scope.iter().map(|c| c.id).collect();
+    prune_hash(ebpf, names::MAP_SCOPE_CGROUPS, &keep)?;
+    let keep: HashSet<InodeKey> = spec.watched.iter().map(|b| b.key).collect();
+    prune_hash(ebpf, names::MAP_WATCHED_EXEC, &keep)?;
+    let keep: HashSet<InodeKey> = spec.credentials.iter().map(|f| f.key).collect();
+    prune_hash(ebpf, names::MAP_CRED_FILES, &keep)?;
+    let keep: HashSet<InodeKey> = spec.protected_files.iter().copied().collect();
+    prune_hash(ebpf, names::MAP_PROTECTED_FILES, &keep)?;
+
+    let map = ebpf
+        .map_mut(names::MAP_EGRESS_ALLOW)
+        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
+    let mut allow: LpmTrie<_, [u8; 16], u32> =
+        LpmTrie::try_from(map).map_err(|source| LoadError::Map {
+            map: names::MAP_EGRESS_ALLOW,
+            source,
+        })?;
+    let keep: HashSet<(u32, [u8; 16])> =
+        spec.allow.iter().map(|k| (k.prefix_len, k.addr)).collect();
+    let stale: Vec<_> = allow
+        .keys()
+        .flatten()
+        .filter(|k| !keep.contains(&(k.prefix_len(), k.data())))
+        .collect();
+    for key in stale {
+        tracing::info!(
+            prefix_len = key.prefix_len(),
+            "dropping an allowed prefix the configuration no longer names"
+        );
+        allow.remove(&key).map_err(|source| LoadError::Map {
+            map: names::MAP_EGRESS_ALLOW,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn prune_hash<K>(ebpf: &mut Ebpf, name: &'static str, keep: &HashSet<K>) -> Result<(), LoadError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+{
+    let mut map: HashMap<_, K, u32> = map_mut(ebpf, name)?;
+    let stale: Vec<K> = map.keys().flatten().filter(|k| !keep.contains(k)).collect();
+    if !stale.is_empty() {
+        tracing::info!(
+            map = name,
+            entries = stale.len(),
+            "dropping entries the configuration no longer names"
+        );
+    }
+    for key in stale {
+        map.remove(&key)
+            .map_err(|source| LoadError::Map { map: name, source })?;
+    }
+    Ok(())
 }
 
 fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {

@@ -164,6 +164,13 @@ impl GateSetup {
 
     /// Crashes the agent (SIGKILL) and starts a new one with the same scope and rules.
     pub fn restart_agent_after_crash(&mut self) {
+        let config = gate_config(self.dir.path());
+        self.restart_agent_after_crash_with(&config);
+    }
+
+    /// As [`GateSetup::restart_agent_after_crash`], with `config` for the new agent's
+    /// `[egress]`/`[files]` sections.
+    pub fn restart_agent_after_crash_with(&mut self, config: &str) {
         self.agent.kill();
         self.agent = Agent::start_with(
             &AgentSpec {
@@ -173,7 +180,7 @@ impl GateSetup {
                 ttl: "120s",
                 policy: None,
             },
-            &gate_config(self.dir.path()),
+            config,
         );
     }
 

@@ -9,8 +9,8 @@ use airlock_proto::v1::ActionClass;
 use airlock_tests::{
     cgroup::TestCgroup,
     gates::{
-        EchoServer, GateSetup, HELD_V4, HELD_V6, assert_eperm, eventually, finish, stdout,
-        wait_stopped,
+        ALLOWED_V4, EchoServer, GateSetup, HELD_V4, HELD_V6, assert_eperm, eventually, finish,
+        gate_config, stdout, wait_stopped,
     },
     process,
 };
@@ -207,4 +207,32 @@ fn a_crashed_daemon_leaves_the_gates_up_and_a_restart_readopts_held_tasks() {
     assert_eq!(stdout(&finish(first)), "connected\npong ping\n");
     assert_eperm(&finish(second));
     assert_eq!(server.accepted(), 1);
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_restarted_agent_drops_what_its_configuration_no_longer_allows() {
+    let mut s = GateSetup::start("pin-narrower", |_, _| {});
+    let server = EchoServer::start();
+    let port = server.port.to_string();
+    let out = finish(s.spawn(probe(), &["connect", ALLOWED_V4, &port]));
+    assert_eq!(
+        stdout(&out),
+        "connected\npong ping\n",
+        "allowed by the first config"
+    );
+
+    // Same pinned maps, but the new configuration allows nothing beyond the defaults.
+    let narrower = gate_config(s.dir.path()).replace("allow = [\"198.51.100.0/24\"]", "allow = []");
+    assert_ne!(narrower, gate_config(s.dir.path()));
+    s.restart_agent_after_crash_with(&narrower);
+    let child = s.spawn(probe(), &["connect", ALLOWED_V4, &port]);
+    let request = s.request_for(ActionClass::Connect, child.id());
+    s.deny(&request);
+    assert_eperm(&finish(child));
+    assert_eq!(
+        server.accepted(),
+        1,
+        "the stale allowed prefix let nothing through"
+    );
 }

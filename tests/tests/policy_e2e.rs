@@ -310,3 +310,139 @@ fn write_atomically(path: &PathBuf, text: &str) {
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
+
+/// Attempt records so far: every action the kernel sends to user space writes one, even
+/// when the policy then allows it.
+fn attempts(agent: &Agent) -> usize {
+    agent
+        .audit_records()
+        .iter()
+        .filter(|r| r["kind"] == "attempt")
+        .count()
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn reloads_rewrite_the_kernel_allow_list_and_credential_files_live() {
+    use airlock_tests::gates::{
+        ALLOWED_V4, EchoServer, HELD_V4, add_test_addresses, assert_eperm, finish, runtime, stdout,
+    };
+    let probe = Path::new(env!("CARGO_BIN_EXE_gate_probe"));
+    add_test_addresses();
+    let server = EchoServer::start();
+    let port = server.port.to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_a, key_b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+    std::fs::write(&key_a, "secret a\n").expect("write");
+    std::fs::write(&key_b, "secret b\n").expect("write");
+    let (key_a, key_b) = (key_a.display().to_string(), key_b.display().to_string());
+    let version = |lan: &str, key: &str| {
+        format!(
+            "{}[[rule]]\nid = \"lan\"\non = [\"connect\", \"send\"]\ncidr = [\"{lan}\"]\noutcome = \"allow\"\n\
+             [[rule]]\nid = \"key\"\non = [\"open\"]\npath = [\"{key}\"]\noutcome = \"ask\"\n",
+            HEADER.replace(
+                "connect = \"allow\"\nsend = \"allow\"",
+                "connect = \"ask\"\nsend = \"ask\""
+            )
+        )
+    };
+    let first = version("192.0.2.0/24", &key_a);
+    let second = version("198.51.100.0/24", &key_b);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, &first).expect("policy");
+    let cgroup = TestCgroup::new("policy-kernel-sets");
+    let hub = Hub::start("300s");
+    let agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![],
+        ttl: "2m",
+        policy: Some(&policy),
+    });
+    let rt = runtime();
+    let approver = rt.block_on(hub.approver("alice"));
+    let run = |args: &[&str]| {
+        airlock_tests::process::spawn_in(&cgroup.path, Command::new(probe).args(args))
+    };
+    // Runs `args`, expects one request of the probe's pid, answers it and returns the output.
+    let asked = |args: &[&str], approve: bool| {
+        let child = run(args);
+        let pid = child.id();
+        let request = rt.block_on(approver.watch_for(SLOW, |r| {
+            r.action
+                .as_ref()
+                .is_some_and(|a| a.actor.as_ref().is_some_and(|p| p.pid == pid))
+        }));
+        if approve {
+            hub.cli_ok("alice", &["--groups", "oncall", "approve", &request.id]);
+        } else {
+            hub.cli_ok(
+                "alice",
+                &[
+                    "--groups",
+                    "oncall",
+                    "deny",
+                    &request.id,
+                    "--reason",
+                    "test",
+                ],
+            );
+        }
+        finish(child)
+    };
+    // Runs `args` and expects the kernel to pass it without telling user space.
+    let passed_in_kernel = |args: &[&str]| {
+        let before = attempts(&agent);
+        let out = finish(run(args));
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(attempts(&agent), before, "{args:?} left the kernel");
+        out
+    };
+
+    // First policy: the 192.0.2.0/24 LAN passes in the kernel, a.key asks, b.key is not watched.
+    let out = passed_in_kernel(&["connect", HELD_V4, &port]);
+    assert_eq!(stdout(&out), "connected\npong ping\n");
+    assert_eq!(stdout(&passed_in_kernel(&["cat", &key_b])), "secret b\n");
+    assert_eq!(stdout(&asked(&["cat", &key_a], true)), "secret a\n");
+    let out = asked(&["connect", ALLOWED_V4, &port], false);
+    assert_eperm(&out);
+
+    // Second policy, switched live: the LAN moved, and b.key asks instead of a.key.
+    let before = agent.audit_records().len();
+    write_atomically(&policy, &second);
+    let version_two = hash_of(&second);
+    wait_reload(&agent, 0, before, |r| {
+        airlock_of(r)["ok"] == true && airlock_of(r)["policy_version"] == version_two.as_str()
+    });
+    let out = passed_in_kernel(&["connect", ALLOWED_V4, &port]);
+    assert_eq!(stdout(&out), "connected\npong ping\n");
+    assert_eq!(stdout(&passed_in_kernel(&["cat", &key_a])), "secret a\n");
+    let accepted = server.accepted();
+    let out = asked(&["connect", HELD_V4, &port], false);
+    assert_eperm(&out);
+    assert_eq!(
+        server.accepted(),
+        accepted,
+        "the denied connect never reached the server"
+    );
+    let out = asked(&["cat", &key_b], false);
+    assert_eperm(&out);
+    assert!(!stdout(&out).contains("secret"));
+
+    // A reload that changes nothing in the kernel sets but is broken keeps them as they are.
+    let before = agent.audit_records().len();
+    write_atomically(
+        &policy,
+        &second.replace("198.51.100.0/24", "198.51.100.0/33"),
+    );
+    wait_reload(&agent, 1, before, |r| airlock_of(r)["ok"] == false);
+    passed_in_kernel(&["connect", ALLOWED_V4, &port]);
+    let records = agent.audit_records();
+    let rules: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .filter_map(|r| airlock_of(r)["policy"]["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["key", "default", "default", "key"], "{rules:?}");
+}
