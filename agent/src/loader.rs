@@ -230,14 +230,7 @@ fn prune_stale(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
     let keep: HashSet<InodeKey> = spec.protected_files.iter().copied().collect();
     prune_hash(ebpf, names::MAP_PROTECTED_FILES, &keep)?;
 
-    let map = ebpf
-        .map_mut(names::MAP_EGRESS_ALLOW)
-        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
-    let mut allow: LpmTrie<_, [u8; 16], u32> =
-        LpmTrie::try_from(map).map_err(|source| LoadError::Map {
-            map: names::MAP_EGRESS_ALLOW,
-            source,
-        })?;
+    let mut allow = allow_trie(ebpf)?;
     let keep: HashSet<(u32, [u8; 16])> =
         spec.allow.iter().map(|k| (k.prefix_len, k.addr)).collect();
     let stale: Vec<_> = allow
@@ -256,6 +249,16 @@ fn prune_stale(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
         })?;
     }
     Ok(())
+}
+
+fn allow_trie(ebpf: &mut Ebpf) -> Result<LpmTrie<&mut MapData, [u8; 16], u32>, LoadError> {
+    let map = ebpf
+        .map_mut(names::MAP_EGRESS_ALLOW)
+        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
+    LpmTrie::try_from(map).map_err(|source| LoadError::Map {
+        map: names::MAP_EGRESS_ALLOW,
+        source,
+    })
 }
 
 fn prune_hash<K>(ebpf: &mut Ebpf, name: &'static str, keep: &HashSet<K>) -> Result<(), LoadError>
@@ -332,14 +335,7 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
                 source,
             })?;
     }
-    let map = ebpf
-        .map_mut(names::MAP_EGRESS_ALLOW)
-        .ok_or(LoadError::NoMap(names::MAP_EGRESS_ALLOW))?;
-    let mut allow: LpmTrie<_, [u8; 16], u32> =
-        LpmTrie::try_from(map).map_err(|source| LoadError::Map {
-            map: names::MAP_EGRESS_ALLOW,
-            source,
-        })?;
+    let mut allow = allow_trie(ebpf)?;
     for key in spec.allow {
         let trie_key = aya::maps::lpm_trie::Key::new(key.prefix_len, key.addr);
         allow
