@@ -18,6 +18,7 @@ pub use event::{
     HoldMode, NET_FLAG_TLS_PLAINTEXT, NetEvent, PATH_LEN, PAYLOAD_LEN,
 };
 pub use hold::{
-    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, SslPlain, Verdict,
+    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, SslPlain,
+    Verdict,
 };
 pub use offsets::{KernelOffsets, Settings};

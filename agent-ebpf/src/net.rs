@@ -203,7 +203,8 @@ fn handshake_may_pass(sock: u64, nr: u64, size: i32) -> bool {
     let Some(head) = (unsafe { payload_head(nr) }) else {
         return false;
     };
-    let record = head[0] >= TLS_CHANGE_CIPHER_SPEC && head[0] <= TLS_APPLICATION_DATA && head[1] == 3;
+    let record =
+        head[0] >= TLS_CHANGE_CIPHER_SPEC && head[0] <= TLS_APPLICATION_DATA && head[1] == 3;
     let hello = head[0] == TLS_HANDSHAKE && head[5] == TLS_CLIENT_HELLO;
     // SAFETY: the value is a plain u32 copied out.
     let passed = unsafe { TLS_PASSED.get(&sock) }.copied();

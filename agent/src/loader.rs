@@ -417,11 +417,15 @@ fn attach_ssl_probes(ebpf: &mut Ebpf) -> Vec<std::path::PathBuf> {
         let mut attached = 0;
         for &(name, symbol) in PROBES {
             let result = program::<UProbe>(ebpf, name).and_then(|p| {
-                p.attach(symbol, &lib, aya::programs::uprobe::UProbeScope::AllProcesses)
-                    .map_err(|source| LoadError::Program {
-                        program: name,
-                        source,
-                    })
+                p.attach(
+                    symbol,
+                    &lib,
+                    aya::programs::uprobe::UProbeScope::AllProcesses,
+                )
+                .map_err(|source| LoadError::Program {
+                    program: name,
+                    source,
+                })
             });
             match result {
                 Ok(_) => attached += 1,

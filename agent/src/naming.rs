@@ -218,7 +218,9 @@ mod tests {
             Some("PUT /reports-q3/2026/data.csv")
         );
         // Plaintext cut at 512 bytes mid-header still names the request.
-        let mut long = b"GET /anything-else/k HTTP/1.1\r\nHost: s3.eu-west-1.amazonaws.com\r\nX-Pad: ".to_vec();
+        let mut long =
+            b"GET /anything-else/k HTTP/1.1\r\nHost: s3.eu-west-1.amazonaws.com\r\nX-Pad: "
+                .to_vec();
         long.resize(512, b'a');
         let n = name_tls_plaintext(&long);
         assert_eq!(

@@ -57,6 +57,10 @@ class H(http.server.BaseHTTPRequestHandler):
 srv = http.server.ThreadingHTTPServer((host, 0), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+def hello(sslobj, name, context):
+    with open(log + ".hellos", "a") as f:
+        f.write(f"{name}\n")
+ctx.sni_callback = hello
 # Handshake in the handler thread: a client held at its ClientHello must not block accept.
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 print(srv.server_address[1], flush=True)
@@ -115,6 +119,14 @@ impl TlsServer {
         std::fs::read_to_string(&self.log).expect("server log")
     }
 
+    /// ClientHellos the server received (their SNI, one per line).
+    fn hellos(&self) -> usize {
+        std::fs::read_to_string(self.log.with_extension("log.hellos"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("https://{HOST}:{}{path}", self.port)
     }
@@ -154,7 +166,10 @@ fn python() -> PathBuf {
 /// writable overlay); curl gets `--resolve` as well.
 fn add_host_entry() {
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if !hosts.lines().any(|l| l.split_whitespace().nth(1) == Some(HOST)) {
+    if !hosts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(HOST))
+    {
         std::fs::write("/etc/hosts", format!("{hosts}\n{HELD_V4} {HOST}\n")).expect("hosts");
     }
 }
@@ -220,7 +235,16 @@ fn https_through_openssl_is_held_with_its_url_bucket_and_key() {
         "{impact:?}"
     );
     wait_stopped(child.id());
-    assert_eq!(server.requests(), "", "nothing reached the server while held");
+    assert_eq!(
+        server.requests(),
+        "",
+        "nothing reached the server while held"
+    );
+    assert_eq!(
+        server.hellos(),
+        1,
+        "the handshake went out (an OpenSSL ClientHello is let through)"
+    );
     s.approve(&request);
     let out = finish(child);
     assert!(out.status.success(), "{out:?}");
@@ -236,7 +260,11 @@ fn https_through_openssl_is_held_with_its_url_bucket_and_key() {
     let dest = destination(&request);
     assert_eq!(dest.url, server.url("/anything-else/x"));
     assert_eq!(
-        (dest.bucket.as_str(), dest.key.as_str(), dest.scheme.as_str()),
+        (
+            dest.bucket.as_str(),
+            dest.key.as_str(),
+            dest.scheme.as_str()
+        ),
         ("anything-else", "x", "https")
     );
     s.deny(&request);
@@ -248,6 +276,9 @@ fn https_through_openssl_is_held_with_its_url_bucket_and_key() {
         !seen.contains("anything-else") && !seen.contains("secret rows"),
         "the denied request never reached the server: {seen}"
     );
+
+    assert_eq!(server.hellos(), 2, "the requests handshake went out");
+    let hellos = server.hellos();
 
     // A handshake OpenSSL runs lazily inside SSL_write: held at the ClientHello, with the
     // plaintext already known; approved, the GET completes.
@@ -261,13 +292,12 @@ fn https_through_openssl_is_held_with_its_url_bucket_and_key() {
         cert = server.cert.display().to_string(),
         port = server.port,
     );
-    let child = process::spawn_in(
-        &s.cgroup.path,
-        Command::new(python()).args(["-c", &script]),
-    );
+    let child = process::spawn_in(&s.cgroup.path, Command::new(python()).args(["-c", &script]));
     let request = s.request_for(ActionClass::Connect, child.id());
     let dest = destination(&request);
     assert_eq!(dest.url, server.url("/reports-q3/lazy.txt"));
+    wait_stopped(child.id());
+    assert_eq!(server.hellos(), hellos, "held at its ClientHello");
     assert_eq!(dest.key, "lazy.txt");
     s.approve(&request);
     let out = finish(child);
@@ -312,7 +342,12 @@ fn a_policy_allows_one_bucket_and_asks_for_others_over_https() {
     let approver = rt.block_on(hub.approver("alice"));
 
     // s3://reports-q3 over HTTPS: allowed by the rule, no human asked.
-    let out = finish(curl_put(&cgroup.path, &server, "/reports-q3/a.csv", "ok rows"));
+    let out = finish(curl_put(
+        &cgroup.path,
+        &server,
+        "/reports-q3/a.csv",
+        "ok rows",
+    ));
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout(&out), "stored /reports-q3/a.csv");
     assert!(
