@@ -320,9 +320,28 @@ mod tests {
             e.what,
             Action::Net {
                 hook: Hook::Connect,
+                tls_plaintext: false,
                 ..
             }
         ));
+
+        // OpenSSL plaintext held at the first send: flagged, payload cut at its length.
+        raw.flags = NET_FLAG_TLS_PLAINTEXT;
+        raw.payload[..5].copy_from_slice(b"GET /");
+        raw.payload_len = 5;
+        let Ok(Event::Held(e)) = decode(&bytes(&raw)) else {
+            panic!("net")
+        };
+        let Action::Net {
+            tls_plaintext,
+            payload,
+            ..
+        } = e.what
+        else {
+            panic!("net")
+        };
+        assert!(tls_plaintext);
+        assert_eq!(payload, b"GET /");
     }
 
     #[test]
