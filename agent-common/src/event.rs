@@ -54,6 +54,10 @@ pub enum HoldMode {
 /// Bytes of the first payload captured when a TCP connection is held at its first send.
 pub const PAYLOAD_LEN: usize = 512;
 
+/// [`NetEvent::flags`]: `payload` is the plaintext the thread passed to OpenSSL's
+/// `SSL_write` (the bytes on the wire are its TLS encryption).
+pub const NET_FLAG_TLS_PLAINTEXT: u32 = 1;
+
 /// A held connect or datagram send.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -66,8 +70,10 @@ pub struct NetEvent {
     pub syscall: u32,
     /// Bytes of `payload` in use (0: held at connect, nothing sent yet).
     pub payload_len: u32,
-    pub _pad: u32,
-    /// The start of the first payload (HTTP request line and headers, TLS ClientHello).
+    /// [`NET_FLAG_TLS_PLAINTEXT`] or 0.
+    pub flags: u32,
+    /// The start of the first payload (HTTP request line and headers, TLS ClientHello), or
+    /// with [`NET_FLAG_TLS_PLAINTEXT`] the plaintext OpenSSL was asked to encrypt.
     pub payload: [u8; PAYLOAD_LEN],
 }
 const _: () = assert!(core::mem::size_of::<NetEvent>() == 80 + 24 + 16 + PAYLOAD_LEN);

@@ -195,3 +195,15 @@ pub struct DnsCall {
     pub res: u64,
     pub name: HostName,
 }
+
+/// The plaintext a thread passed to OpenSSL's `SSL_write`/`SSL_write_ex`, kept while the
+/// call runs so the first-send gate can name an HTTPS request (`SSL_PLAIN`, by thread).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslPlain {
+    /// Bytes of `data` in use.
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; crate::PAYLOAD_LEN],
+}
+const _: () = assert!(core::mem::size_of::<SslPlain>() == 8 + crate::PAYLOAD_LEN);

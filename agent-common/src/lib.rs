@@ -15,9 +15,10 @@ mod user;
 
 pub use event::{
     ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent,
-    HoldMode, NetEvent, PATH_LEN, PAYLOAD_LEN,
+    HoldMode, NET_FLAG_TLS_PLAINTEXT, NetEvent, PATH_LEN, PAYLOAD_LEN,
 };
 pub use hold::{
-    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, Verdict,
+    AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, SslPlain,
+    Verdict,
 };
 pub use offsets::{KernelOffsets, Settings};

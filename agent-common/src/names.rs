@@ -69,6 +69,26 @@ pub const GLOBAL_SETTINGS: &str = "SETTINGS";
 /// TCP sockets let through at connect and held at their first send: `HashMap<u64, NetKey>`
 /// keyed by the `struct socket` address.
 pub const MAP_DEFERRED: &str = "DEFERRED";
+/// OpenSSL plaintext being written, by thread (`pid_tgid`): `LruHashMap<u64, SslPlain>`.
+/// Not pinned: per-thread state lives with the uprobes that fill it.
+pub const MAP_SSL_PLAIN: &str = "SSL_PLAIN";
+/// Threads inside `SSL_do_handshake`/`SSL_connect`: `LruHashMap<u64, u64>` (ktime of
+/// entry). Not pinned, as above.
+pub const MAP_SSL_HANDSHAKE: &str = "SSL_HANDSHAKE";
+/// Deferred sockets whose ClientHello came from inside an OpenSSL handshake and was let
+/// through: `HashMap<u64, u32>` (handshake bytes let through so far).
+pub const MAP_TLS_PASSED: &str = "TLS_PASSED";
+/// uprobes / uretprobes on libssl: `SSL_write` (int length), `SSL_write_ex` (size_t
+/// length), one return probe for both; `SSL_do_handshake` and `SSL_connect` entry/return.
+pub const PROG_SSL_WRITE_ENTER: &str = "ssl_write_enter";
+pub const PROG_SSL_WRITE_EX_ENTER: &str = "ssl_write_ex_enter";
+pub const PROG_SSL_WRITE_EXIT: &str = "ssl_write_exit";
+pub const PROG_SSL_HANDSHAKE_ENTER: &str = "ssl_handshake_enter";
+pub const PROG_SSL_HANDSHAKE_EXIT: &str = "ssl_handshake_exit";
+pub const SYM_SSL_WRITE: &str = "SSL_write";
+pub const SYM_SSL_WRITE_EX: &str = "SSL_write_ex";
+pub const SYM_SSL_DO_HANDSHAKE: &str = "SSL_do_handshake";
+pub const SYM_SSL_CONNECT: &str = "SSL_connect";
 /// Global (`.rodata`) holding [`crate::KernelOffsets`].
 pub const GLOBAL_OFFSETS: &str = "OFFSETS";
 

@@ -15,6 +15,7 @@ mod maps;
 mod net;
 mod protect;
 mod scope;
+mod ssl;
 mod task;
 
 use aya_ebpf::{
@@ -75,6 +76,43 @@ pub fn dns_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn dns_exit(ctx: RetProbeContext) -> u32 {
     dns::on_exit(&ctx);
+    0
+}
+
+/// match-proto: int SSL_write(SSL *ssl, const void *buf, int num)
+#[uprobe]
+pub fn ssl_write_enter(ctx: ProbeContext) -> u32 {
+    // `num` is a C int: only the low 32 bits of the register are defined.
+    let len = ctx.arg::<u64>(2).map_or(0, |n| n as u32 as i32);
+    ssl::on_write(&ctx, if len > 0 { len as u64 } else { 0 });
+    0
+}
+
+/// match-proto: int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written)
+#[uprobe]
+pub fn ssl_write_ex_enter(ctx: ProbeContext) -> u32 {
+    ssl::on_write(&ctx, ctx.arg::<u64>(2).unwrap_or(0));
+    0
+}
+
+/// match-proto: SSL_write's and SSL_write_ex's return value
+#[uretprobe]
+pub fn ssl_write_exit(_ctx: RetProbeContext) -> u32 {
+    ssl::on_write_return();
+    0
+}
+
+/// match-proto: int SSL_do_handshake(SSL *s) / int SSL_connect(SSL *s)
+#[uprobe]
+pub fn ssl_handshake_enter(_ctx: ProbeContext) -> u32 {
+    ssl::on_handshake();
+    0
+}
+
+/// match-proto: SSL_do_handshake's and SSL_connect's return value
+#[uretprobe]
+pub fn ssl_handshake_exit(_ctx: RetProbeContext) -> u32 {
+    ssl::on_handshake_return();
     0
 }
 

@@ -1,7 +1,9 @@
 //! Every map and global the programs share with user space. Names come from
 //! `agent_common::names` (the `#[map]` name is the static's identifier).
 
-use agent_common::{DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey, Settings};
+use agent_common::{
+    DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey, Settings, SslPlain,
+};
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -45,6 +47,21 @@ pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 
 #[map]
 pub static DEFERRED: HashMap<u64, NetKey> = HashMap::pinned(16384, 0);
+
+/// Per-thread OpenSSL state (see `ssl.rs`). Not pinned: after a daemon restart the new
+/// uprobes start from empty maps, and a thread mid-handshake at the restart fails closed.
+#[map]
+pub static SSL_PLAIN: LruHashMap<u64, SslPlain> = LruHashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static SSL_HANDSHAKE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// One CPU's scratch `SslPlain` (512 bytes do not fit on the BPF stack).
+#[map]
+pub static SSL_SCRATCH: PerCpuArray<SslPlain> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static TLS_PASSED: HashMap<u64, u32> = HashMap::pinned(16384, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);

@@ -5,7 +5,8 @@
 //! and the hub by default) pass in the kernel; everything else from a watched task is held.
 
 use agent_common::{
-    EventKind, HoldKey, HoldMode, Hook, NetEvent, NetKey, PAYLOAD_LEN,
+    EventKind, HoldKey, HoldMode, Hook, NET_FLAG_TLS_PLAINTEXT, NetEvent, NetKey, PAYLOAD_LEN,
+    SslPlain,
     hold::{AF_INET, AF_INET6, PROTO_TCP, PROTO_UDP},
 };
 use aya_ebpf::{
@@ -19,8 +20,9 @@ use aya_ebpf::{
 
 use crate::{
     hold,
-    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, offsets, settings},
+    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, SSL_PLAIN, TLS_PASSED, offsets, settings},
     scope::current_in_scope,
+    ssl,
     task::{self, NR_CONNECT, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO, fill_header},
 };
 
@@ -34,6 +36,27 @@ const _: () = assert!(PAYLOAD_LEN.is_power_of_two());
 const SOCK_STREAM: i16 = 1;
 const SOCKADDR_IN_LEN: i32 = 16;
 const SOCKADDR_IN6_LEN: i32 = 24;
+
+/// TLS record content types (RFC 8446 §5.1) and the ClientHello handshake type.
+const TLS_CHANGE_CIPHER_SPEC: u8 = 20;
+const TLS_HANDSHAKE: u8 = 22;
+const TLS_APPLICATION_DATA: u8 = 23;
+const TLS_CLIENT_HELLO: u8 = 1;
+/// Bytes a deferred socket may send from inside an OpenSSL handshake before its first
+/// application data is held: a ClientHello (with a retry) and client certificates fit; a
+/// process abusing the handshake window to send data gets no further than this.
+const HANDSHAKE_BUDGET: u32 = 16384;
+
+/// Where a held action's payload comes from.
+#[derive(Clone, Copy)]
+enum Payload {
+    /// Held at connect or at a datagram send: no payload.
+    None,
+    /// The buffer of the send syscall itself.
+    Syscall,
+    /// The plaintext the thread passed to OpenSSL (an `SSL_PLAIN` value).
+    Plain(*const SslPlain),
+}
 
 /// match-proto: int security_socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
 pub fn check_connect(ctx: &LsmContext) -> i32 {
@@ -53,6 +76,7 @@ pub fn check_connect(ctx: &LsmContext) -> i32 {
     };
     // A socket struct can be reused after free: forget what an earlier one left.
     let _ = DEFERRED.remove(&(sock as u64));
+    let _ = TLS_PASSED.remove(&(sock as u64));
     if dest.protocol == PROTO_TCP
         && settings().defer_tcp_to_first_send != 0
         && EGRESS_ALLOW.get(Key::new(128, dest.addr)).is_none()
@@ -90,7 +114,7 @@ pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
     if name.is_null() {
         // SAFETY: the value is a plain NetKey copied out.
         return match unsafe { DEFERRED.get(&(sock as u64)) }.copied() {
-            Some(dest) => first_send(tgid, sock as u64, &dest),
+            Some(dest) => first_send(tgid, sock as u64, &dest, ctx.arg(2)),
             None => 0,
         };
     }
@@ -135,23 +159,60 @@ fn destination(sock: *const u8, addr: *const u8, addrlen: i32) -> Option<NetKey>
 }
 
 /// The first send on a TCP connection let through at connect: hold it with its payload.
+///
+/// OpenSSL clients (see `ssl.rs`): a thread inside `SSL_do_handshake`/`SSL_connect` with
+/// no plaintext pending sends its handshake records freely (ClientHello first, up to
+/// [`HANDSHAKE_BUDGET`] bytes); the first send made while the thread is inside `SSL_write`
+/// is held with the plaintext instead of the ciphertext, which names the HTTPS request.
+/// A handshake run lazily by `SSL_write` is held at its ClientHello, with the plaintext.
+/// A ClientHello from anywhere else (static TLS stacks, Go) is held as before (SNI).
 #[inline(always)]
-fn first_send(tgid: u32, sock: u64, dest: &NetKey) -> i32 {
-    let key = HoldKey::net(tgid, Hook::Connect, dest);
+fn first_send(tgid: u32, sock: u64, dest: &NetKey, size: i32) -> i32 {
     let nr = task::syscall_nr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let plain = SSL_PLAIN.get_ptr(&pid_tgid);
+    if plain.is_none() && ssl::in_handshake(pid_tgid) && handshake_may_pass(sock, nr, size) {
+        return 0;
+    }
+    let key = HoldKey::net(tgid, Hook::Connect, dest);
     let restartable = !task::is_io_worker()
         && matches!(
             nr,
             NR_WRITE | NR_WRITEV | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG
         );
+    let payload = match plain {
+        Some(p) => Payload::Plain(p),
+        None => Payload::Syscall,
+    };
     let answer = hold::gate(&key, restartable, || {
-        announce(&key, dest, nr, restartable, true)
+        announce(&key, dest, nr, restartable, payload)
     });
     if answer == 0 {
         // Approved: the rest of this connection flows freely.
         let _ = DEFERRED.remove(&sock);
+        let _ = TLS_PASSED.remove(&sock);
     }
     answer
+}
+
+/// A TLS record sent from inside an OpenSSL handshake on a deferred socket: the socket's
+/// first one must be a ClientHello; the total stays within [`HANDSHAKE_BUDGET`].
+#[inline(always)]
+fn handshake_may_pass(sock: u64, nr: u64, size: i32) -> bool {
+    // SAFETY: reads the caller's buffer through its syscall arguments; fails cleanly.
+    let Some(head) = (unsafe { payload_head(nr) }) else {
+        return false;
+    };
+    let record =
+        head[0] >= TLS_CHANGE_CIPHER_SPEC && head[0] <= TLS_APPLICATION_DATA && head[1] == 3;
+    let hello = head[0] == TLS_HANDSHAKE && head[5] == TLS_CLIENT_HELLO;
+    // SAFETY: the value is a plain u32 copied out.
+    let passed = unsafe { TLS_PASSED.get(&sock) }.copied();
+    if !record || !(hello || passed.is_some()) || size <= 0 {
+        return false;
+    }
+    let total = passed.unwrap_or(0).saturating_add(size as u32);
+    total <= HANDSHAKE_BUDGET && TLS_PASSED.insert(&sock, &total, 0).is_ok()
 }
 
 #[inline(always)]
@@ -164,12 +225,12 @@ fn gate(hook: Hook, tgid: u32, dest: &NetKey) -> i32 {
     let restartable =
         !task::is_io_worker() && matches!(nr, NR_CONNECT | NR_SENDTO | NR_SENDMSG | NR_SENDMMSG);
     hold::gate(&key, restartable, || {
-        announce(&key, dest, nr, restartable, false)
+        announce(&key, dest, nr, restartable, Payload::None)
     })
 }
 
 #[inline(always)]
-fn announce(key: &HoldKey, dest: &NetKey, nr: u64, restartable: bool, with_payload: bool) -> i32 {
+fn announce(key: &HoldKey, dest: &NetKey, nr: u64, restartable: bool, payload: Payload) -> i32 {
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         return hold::ring_full();
     };
@@ -186,10 +247,17 @@ fn announce(key: &HoldKey, dest: &NetKey, nr: u64, restartable: bool, with_paylo
             HoldMode::DeniedUntilApproved
         } as u32;
         (*event).syscall = nr as u32;
-        (*event)._pad = 0;
+        (*event).flags = 0;
         (*event).payload_len = 0;
-        if with_payload {
-            (*event).payload_len = read_payload(nr, (*event).payload.as_mut_ptr());
+        match payload {
+            Payload::None => {}
+            Payload::Syscall => {
+                (*event).payload_len = read_payload(nr, (*event).payload.as_mut_ptr());
+            }
+            Payload::Plain(plain) => {
+                (*event).flags = NET_FLAG_TLS_PLAINTEXT;
+                (*event).payload_len = copy_plain(plain, (*event).payload.as_mut_ptr());
+            }
         }
     }
     if restartable {
@@ -199,13 +267,13 @@ fn announce(key: &HoldKey, dest: &NetKey, nr: u64, restartable: bool, with_paylo
     }
 }
 
-/// Copies the start of the buffer the task is sending (from its syscall arguments: write,
-/// sendto, sendmsg, writev); returns the bytes copied, 0 when it cannot tell.
+/// The buffer the task is sending, from its syscall arguments (write, sendto, sendmsg,
+/// writev: the first iovec); `None` when it cannot tell.
 ///
 /// # Safety
-/// `dst` must point to `PAYLOAD_LEN` writable bytes.
+/// Must run in a task's syscall context (reads its `pt_regs`).
 #[inline(always)]
-unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
+unsafe fn syscall_buffer(nr: u64) -> Option<(u64, u64)> {
     // SAFETY: pt_regs of the current task, checked by the verifier; the user reads below
     // fail cleanly on bad pointers.
     unsafe {
@@ -216,9 +284,7 @@ unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
             NR_WRITE | NR_SENDTO => (si, dx),
             NR_SENDMSG => {
                 // struct user_msghdr: msg_iov at 16; struct iovec: base at 0, len at 8.
-                let Ok(iov) = bpf_probe_read_user((si + 16) as *const u64) else {
-                    return 0;
-                };
+                let iov = bpf_probe_read_user((si + 16) as *const u64).ok()?;
                 let base = bpf_probe_read_user(iov as *const u64).unwrap_or(0);
                 let len = bpf_probe_read_user((iov + 8) as *const u64).unwrap_or(0);
                 (base, len)
@@ -228,19 +294,42 @@ unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
                 let len = bpf_probe_read_user((si + 8) as *const u64).unwrap_or(0);
                 (base, len)
             }
-            _ => return 0,
+            _ => return None,
         };
-        if buf == 0 || len == 0 {
-            return 0;
+        (buf != 0 && len != 0).then_some((buf, len))
+    }
+}
+
+/// The first 6 bytes being sent (a TLS record header and the handshake type).
+///
+/// # Safety
+/// As [`syscall_buffer`].
+#[inline(always)]
+unsafe fn payload_head(nr: u64) -> Option<[u8; 6]> {
+    // SAFETY: as `syscall_buffer`; the user read fails cleanly.
+    unsafe {
+        let (buf, len) = syscall_buffer(nr)?;
+        if len < 6 {
+            return None;
         }
-        let n = if len >= PAYLOAD_LEN as u64 {
-            PAYLOAD_LEN as u32
-        } else {
-            len as u32
+        bpf_probe_read_user(buf as *const [u8; 6]).ok()
+    }
+}
+
+/// Copies the start of the buffer the task is sending; returns the bytes copied, 0 when
+/// it cannot tell.
+///
+/// # Safety
+/// `dst` must point to `PAYLOAD_LEN` writable bytes.
+#[inline(always)]
+unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
+    // SAFETY: as `syscall_buffer`; the user read fails cleanly on a bad pointer.
+    unsafe {
+        let Some((buf, len)) = syscall_buffer(nr) else {
+            return 0;
         };
-        // The mask keeps the size provably within the buffer for the verifier.
-        let n = n & (2 * PAYLOAD_LEN as u32 - 1);
-        if n == 0 || n > PAYLOAD_LEN as u32 {
+        let n = bounded(len);
+        if n == 0 {
             return 0;
         }
         if aya_ebpf::helpers::generated::bpf_probe_read_user(dst as *mut _, n, buf as *const _) < 0
@@ -249,4 +338,41 @@ unsafe fn read_payload(nr: u64, dst: *mut u8) -> u32 {
         }
         n
     }
+}
+
+/// Copies the stashed OpenSSL plaintext; returns the bytes copied.
+///
+/// # Safety
+/// `dst` must point to `PAYLOAD_LEN` writable bytes; `plain` to an `SSL_PLAIN` value.
+#[inline(always)]
+unsafe fn copy_plain(plain: *const SslPlain, dst: *mut u8) -> u32 {
+    // SAFETY: `plain` is a live map value; the kernel read is bounded by `bounded`.
+    unsafe {
+        let n = bounded((*plain).len as u64);
+        if n == 0 {
+            return 0;
+        }
+        if aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            dst as *mut _,
+            n,
+            (*plain).data.as_ptr() as *const _,
+        ) < 0
+        {
+            return 0;
+        }
+        n
+    }
+}
+
+/// `len` capped at `PAYLOAD_LEN`, in a form the verifier can bound (0 for nothing).
+#[inline(always)]
+fn bounded(len: u64) -> u32 {
+    let n = if len >= PAYLOAD_LEN as u64 {
+        PAYLOAD_LEN as u32
+    } else {
+        len as u32
+    };
+    // The mask keeps the size provably within the buffer for the verifier.
+    let n = n & (2 * PAYLOAD_LEN as u32 - 1);
+    if n > PAYLOAD_LEN as u32 { 0 } else { n }
 }

@@ -44,6 +44,7 @@ pub fn on_exit() {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let _ = SCOPE_TASKS.remove(&tid);
+    crate::ssl::on_thread_exit(pid_tgid);
     if tid == (pid_tgid >> 32) as u32 {
         let _ = EXEC_APPROVED.remove(&tid);
     }

@@ -116,6 +116,7 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
             dest,
             syscall,
             payload,
+            tls_plaintext,
         } => {
             let connect = *hook == agent_common::Hook::Connect;
             let (class, verb, rule) = if connect {
@@ -128,7 +129,11 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
                 )
             };
             action.class = class as i32;
-            let named = crate::naming::name(payload);
+            let named = if *tls_plaintext {
+                crate::naming::name_tls_plaintext(payload)
+            } else {
+                crate::naming::name(payload)
+            };
             let hostname = named
                 .hostname
                 .clone()
@@ -168,6 +173,7 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
                     "request": named.request_line, "bucket": named.bucket, "key": named.key,
                 },
                 "held_at": if payload.is_empty() { "connect" } else { "first-send" },
+                "tls_plaintext": tls_plaintext,
                 "syscall": syscall,
                 "rule": rule,
             })

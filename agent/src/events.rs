@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
     ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldKey, HoldMode,
-    Hook, InodeKey, NetEvent, NetKey,
+    Hook, InodeKey, NET_FLAG_TLS_PLAINTEXT, NetEvent, NetKey,
     hold::{AF_INET, PROTO_TCP},
 };
 
@@ -62,6 +62,8 @@ pub enum Action {
         dest: Destination,
         syscall: u32,
         payload: Vec<u8>,
+        /// `payload` is the plaintext the process handed OpenSSL (HTTPS), not wire bytes.
+        tls_plaintext: bool,
     },
     Open {
         file: InodeKey,
@@ -159,6 +161,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 dest: Destination::from_key(&raw.dest),
                 syscall: raw.syscall,
                 payload: raw.payload[..len].to_vec(),
+                tls_plaintext: raw.flags & NET_FLAG_TLS_PLAINTEXT != 0,
             };
             Ok(Event::Held(held(&header, mode(raw.mode), what)))
         }
@@ -317,9 +320,28 @@ mod tests {
             e.what,
             Action::Net {
                 hook: Hook::Connect,
+                tls_plaintext: false,
                 ..
             }
         ));
+
+        // OpenSSL plaintext held at the first send: flagged, payload cut at its length.
+        raw.flags = NET_FLAG_TLS_PLAINTEXT;
+        raw.payload[..5].copy_from_slice(b"GET /");
+        raw.payload_len = 5;
+        let Ok(Event::Held(e)) = decode(&bytes(&raw)) else {
+            panic!("net")
+        };
+        let Action::Net {
+            tls_plaintext,
+            payload,
+            ..
+        } = e.what
+        else {
+            panic!("net")
+        };
+        assert!(tls_plaintext);
+        assert_eq!(payload, b"GET /");
     }
 
     #[test]

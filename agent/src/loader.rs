@@ -201,6 +201,14 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         }
     };
 
+    // Like host names, HTTPS naming is context: without libssl, TLS is named by SNI.
+    let libssl = attach_ssl_probes(&mut ebpf);
+    if libssl.is_empty() {
+        tracing::warn!(
+            "no OpenSSL library found to probe; HTTPS held at first send is named by SNI only"
+        );
+    }
+
     Ok(Gates {
         adopted,
         pin_dir: spec.pin_dir.to_owned(),
@@ -379,6 +387,127 @@ fn attach_resolver_probes(ebpf: &mut Ebpf) -> Result<std::path::PathBuf, LoadErr
             .map_err(program_err)?;
     }
     Ok(libc)
+}
+
+/// Every distinct OpenSSL `libssl` on the host: the daemon's own (if loaded), the
+/// dynamic linker's cache (`ldconfig -p`) and the standard paths; one per file (dev, inode).
+fn libssl_paths() -> Vec<std::path::PathBuf> {
+    let is_libssl = |p: &str| {
+        p.rsplit('/')
+            .next()
+            // `libssl3.so` is NSS's, not OpenSSL's.
+            .is_some_and(|f| f == "libssl.so" || f.starts_with("libssl.so."))
+    };
+    let mut candidates: Vec<String> = Vec::new();
+    if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
+        candidates.extend(
+            maps.lines()
+                .filter_map(|l| l.split_ascii_whitespace().nth(5))
+                .filter(|p| is_libssl(p))
+                .map(str::to_owned),
+        );
+    }
+    for ldconfig in ["/sbin/ldconfig", "/usr/sbin/ldconfig"] {
+        if let Ok(out) = std::process::Command::new(ldconfig).arg("-p").output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            candidates.extend(
+                text.lines()
+                    .filter(|l| l.contains("x86-64"))
+                    .filter_map(|l| l.rsplit_once(" => ").map(|(_, p)| p.trim().to_owned()))
+                    .filter(|p| is_libssl(p)),
+            );
+            break;
+        }
+    }
+    for dir in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+        "/usr/local/lib64",
+    ] {
+        for name in ["libssl.so.3", "libssl.so.1.1"] {
+            candidates.push(format!("{dir}/{name}"));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    candidates
+        .into_iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|p| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).is_ok_and(|m| seen.insert((m.dev(), m.ino())))
+        })
+        .collect()
+}
+
+/// Attaches the OpenSSL probes (`ssl.rs` in agent-ebpf) to every libssl found; returns
+/// the libraries probed. Failures are logged, not fatal: this is naming, not enforcement.
+fn attach_ssl_probes(ebpf: &mut Ebpf) -> Vec<std::path::PathBuf> {
+    const PROBES: &[(&str, &str)] = &[
+        (names::PROG_SSL_WRITE_ENTER, names::SYM_SSL_WRITE),
+        (names::PROG_SSL_WRITE_EXIT, names::SYM_SSL_WRITE),
+        (names::PROG_SSL_WRITE_EX_ENTER, names::SYM_SSL_WRITE_EX),
+        (names::PROG_SSL_WRITE_EXIT, names::SYM_SSL_WRITE_EX),
+        (names::PROG_SSL_HANDSHAKE_ENTER, names::SYM_SSL_DO_HANDSHAKE),
+        (names::PROG_SSL_HANDSHAKE_EXIT, names::SYM_SSL_DO_HANDSHAKE),
+        (names::PROG_SSL_HANDSHAKE_ENTER, names::SYM_SSL_CONNECT),
+        (names::PROG_SSL_HANDSHAKE_EXIT, names::SYM_SSL_CONNECT),
+    ];
+    let libs = libssl_paths();
+    if libs.is_empty() {
+        return libs;
+    }
+    for name in [
+        names::PROG_SSL_WRITE_ENTER,
+        names::PROG_SSL_WRITE_EX_ENTER,
+        names::PROG_SSL_WRITE_EXIT,
+        names::PROG_SSL_HANDSHAKE_ENTER,
+        names::PROG_SSL_HANDSHAKE_EXIT,
+    ] {
+        let loaded = program::<UProbe>(ebpf, name).and_then(|p| {
+            p.load().map_err(|source| LoadError::Program {
+                program: name,
+                source,
+            })
+        });
+        if let Err(error) = loaded {
+            tracing::warn!(%error, "OpenSSL probes not loaded; HTTPS is named by SNI only");
+            return Vec::new();
+        }
+    }
+    let mut probed = Vec::new();
+    for lib in libs {
+        let mut attached = 0;
+        for &(name, symbol) in PROBES {
+            let result = program::<UProbe>(ebpf, name).and_then(|p| {
+                p.attach(
+                    symbol,
+                    &lib,
+                    aya::programs::uprobe::UProbeScope::AllProcesses,
+                )
+                .map_err(|source| LoadError::Program {
+                    program: name,
+                    source,
+                })
+            });
+            match result {
+                Ok(_) => attached += 1,
+                Err(error) => {
+                    tracing::warn!(%error, lib = %lib.display(), symbol, "OpenSSL probe not attached")
+                }
+            }
+        }
+        if attached == PROBES.len() {
+            tracing::info!(lib = %lib.display(), "OpenSSL probes attached");
+        }
+        if attached > 0 {
+            probed.push(lib);
+        }
+    }
+    probed
 }
 
 /// Pins `link` as `links_dir/name`, replacing (and so detaching) a previous daemon's link

@@ -35,6 +35,18 @@ pub fn name(payload: &[u8]) -> Named {
     http(payload).unwrap_or_default()
 }
 
+/// Parses the plaintext a process handed OpenSSL's `SSL_write` (HTTPS): as [`name`]'s
+/// HTTP case, with scheme `https` and an `https://` URL. Plaintext that is not HTTP
+/// (SMTP, a binary protocol, HTTP/2 frames) names only the scheme.
+pub fn name_tls_plaintext(payload: &[u8]) -> Named {
+    let mut named = http(payload).unwrap_or_default();
+    named.scheme = Some("https".into());
+    if let Some(url) = named.url.take() {
+        named.url = Some(url.replacen("http://", "https://", 1));
+    }
+    named
+}
+
 fn http(payload: &[u8]) -> Option<Named> {
     let text = std::str::from_utf8(payload).ok().or_else(|| {
         // A cut-off multi-byte character at the end: parse the valid prefix.
@@ -184,6 +196,47 @@ mod tests {
             (Some("example.org"), None)
         );
         assert_eq!(name(b"\x00\x01binary"), Named::default());
+    }
+
+    #[test]
+    fn tls_plaintext_names_an_https_url_and_path_style_bucket() {
+        let n = name_tls_plaintext(
+            b"PUT /reports-q3/2026/data.csv HTTP/1.1\r\nHost: s3.test:8443\r\nUser-Agent: curl/8.14.1\r\nContent-Length: 12\r\n\r\nhello, world",
+        );
+        assert_eq!(n.scheme.as_deref(), Some("https"));
+        assert_eq!(
+            n.url.as_deref(),
+            Some("https://s3.test:8443/reports-q3/2026/data.csv")
+        );
+        assert_eq!(n.hostname.as_deref(), Some("s3.test"));
+        assert_eq!(
+            (n.bucket.as_deref(), n.key.as_deref()),
+            (Some("reports-q3"), Some("2026/data.csv"))
+        );
+        assert_eq!(
+            n.request_line.as_deref(),
+            Some("PUT /reports-q3/2026/data.csv")
+        );
+        // Plaintext cut at 512 bytes mid-header still names the request.
+        let mut long =
+            b"GET /anything-else/k HTTP/1.1\r\nHost: s3.eu-west-1.amazonaws.com\r\nX-Pad: "
+                .to_vec();
+        long.resize(512, b'a');
+        let n = name_tls_plaintext(&long);
+        assert_eq!(
+            (n.bucket.as_deref(), n.key.as_deref()),
+            (Some("anything-else"), Some("k"))
+        );
+        // Not HTTP (HTTP/2 preface, SMTP): scheme only, no made-up URL.
+        let n = name_tls_plaintext(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00");
+        assert_eq!((n.scheme.as_deref(), n.bucket), (Some("https"), None));
+        assert_eq!(
+            name_tls_plaintext(b"EHLO client\r\n"),
+            Named {
+                scheme: Some("https".into()),
+                ..Default::default()
+            }
+        );
     }
 
     /// A ClientHello as a client sends it, with only the server_name extension.
