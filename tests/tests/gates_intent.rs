@@ -53,6 +53,10 @@ fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("`{name}` is not installed (cargo xtask setup installs it)"))
 }
 
+/// moto does not check signatures, but answers a request without `Authorization` as an
+/// anonymous one (403 on private objects).
+const MOTO_AUTH: &str = "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n";
+
 /// moto's S3 on a held address, started by the test (outside the scope).
 struct Moto {
     port: u16,
@@ -93,7 +97,7 @@ impl Moto {
         stream.set_read_timeout(Some(PYTHON)).expect("read timeout");
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {HELD_V4}:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {HELD_V4}:{}\r\n{MOTO_AUTH}Content-Length: 0\r\nConnection: close\r\n\r\n",
             self.port
         )
         .expect("send");
@@ -124,7 +128,14 @@ impl Moto {
     /// The object's bytes, or `None` when moto does not have it.
     fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let (status, body) = self.http("GET", &format!("/{bucket}/{key}"));
-        (status == 200).then_some(body)
+        match status {
+            200 => Some(body),
+            404 => None,
+            other => panic!(
+                "GET /{bucket}/{key}: {other} {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
     }
 }
 
@@ -314,10 +325,15 @@ fn approving_aws_s3_cp_is_the_only_prompt_for_its_upload() {
         "aws s3 cp failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        s.moto.object("intent-reports", "2026/q3.bin").as_deref(),
-        Some(bytes.as_slice()),
-        "the object in moto equals the source byte for byte"
+    let stored = s
+        .moto
+        .object("intent-reports", "2026/q3.bin")
+        .expect("the object is in moto");
+    assert!(
+        stored == bytes,
+        "the object in moto ({} bytes) differs from the source ({} bytes)",
+        stored.len(),
+        bytes.len()
     );
     settle();
     let requests = s.requests();
