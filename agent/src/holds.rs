@@ -357,10 +357,10 @@ impl Coordinator {
         if scope.is_empty() {
             return;
         }
-        let Some(watch) = spawn_grant_watch(self.tx.clone(), tgid) else {
+        // The watch task ends by itself when the process exits; nothing needs its handle.
+        if spawn_grant_watch(self.tx.clone(), tgid).is_none() {
             return;
-        };
-        drop(watch);
+        }
         let until = until.and_then(|ms| {
             let left = u64::try_from(ms.saturating_sub(crate::unix_ms())).ok()?;
             Some(Instant::now() + Duration::from_millis(left))

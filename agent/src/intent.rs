@@ -484,10 +484,13 @@ mod tests {
         }
     }
 
+    type ScopeCase<'a> = (&'a str, &'a [&'a str], &'a [HostScope], &'a [&'a str], bool);
+
     #[test]
     fn argv_names_buckets_hosts_and_files() {
         let cwd = Path::new("/work/dir");
-        let cases: &[(&str, &[&str], &[HostScope], &[&str], bool)] = &[
+        // argv, buckets, hosts, files, endpoint override
+        let cases: &[ScopeCase] = &[
             (
                 "aws s3 cp report.csv s3://reports-q3/2026/q3.csv",
                 &["reports-q3"],
