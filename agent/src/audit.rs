@@ -104,6 +104,11 @@ impl AuditTrail {
         }
     }
 
+    /// `text` with every secret the masker finds replaced by its placeholder.
+    pub fn mask_text(&self, text: &str) -> String {
+        self.redactor.masker().mask_text(text).text
+    }
+
     /// The raw log handle (reveal server, tests).
     pub fn handle(&self) -> &AuditHandle {
         &self.handle

@@ -24,6 +24,7 @@ use crate::{
     context::{self, Rules},
     events::{DeniedAction, HeldAction},
     hub_client::HubClient,
+    intent::{self, IntentGrant, Intents, Target},
     kernel_sets::LiveKernelSets,
     policy_gate::{self, PolicyGate},
     record::Settlement,
@@ -61,6 +62,8 @@ pub enum Msg {
     FailOpen(String),
     /// Re-read the policy file (SIGHUP, or the file changed).
     ReloadPolicy(&'static str),
+    /// A process holding intent grants exited; its grants end.
+    IntentEnded(u32),
 }
 
 /// The kernel maps the answers go through, and the sets a policy reload rewrites.
@@ -123,6 +126,8 @@ pub struct Coordinator {
     /// Where binary names are looked up (for policy reloads).
     pub search_path: String,
     held: HashMap<String, Held>,
+    /// Approved execs' intent grants (DESIGN §6).
+    intents: Intents,
 }
 
 impl Coordinator {
@@ -153,6 +158,7 @@ impl Coordinator {
             policy: None,
             search_path: crate::config::DEFAULT_SEARCH_PATH.to_owned(),
             held: HashMap::new(),
+            intents: Intents::default(),
         }
     }
 
@@ -168,6 +174,12 @@ impl Coordinator {
                 self.finish(&id, Verdict::Deny, Settlement::HubUnreachable(error))
             }
             Msg::FailOpen(id) => self.finish(&id, Verdict::Allow, Settlement::FailOpen),
+            Msg::IntentEnded(tgid) => {
+                let ended = self.intents.process_exited(tgid);
+                if ended > 0 {
+                    tracing::info!(pid = tgid, ended, "process exited; its intent grants end");
+                }
+            }
         }
     }
 
@@ -240,7 +252,20 @@ impl Coordinator {
             Judgement::Deny { .. } => {
                 return self.settle(id, held, Verdict::Deny, Settlement::Policy(reason));
             }
-            Judgement::Ask { .. } => {}
+            Judgement::Ask { .. } => {
+                // One human decision per intent: a follow-up of an approved exec, consistent
+                // with what it named, is not asked again.
+                if let Some(covered) = self.intent_cover(&held.action) {
+                    let matched = self.audit.mask_text(&covered.cover.to_string());
+                    tracing::info!(request = %id, pid = held.action.tgid, intent = %covered.request_id, holder = covered.holder, %matched, "covered by an intent grant; not asked again");
+                    let how = Settlement::Intent {
+                        request: covered.request_id,
+                        approvers: covered.approvers,
+                        matched,
+                    };
+                    return self.settle(id, held, Verdict::Allow, how);
+                }
+            }
         }
         let ttl = Duration::from_secs(u64::from(requirements.ttl_seconds.max(1)));
         let on_timeout = if requirements.on_timeout == airlock_proto::v1::Verdict::Allow as i32 {
@@ -289,6 +314,77 @@ impl Coordinator {
             set.insert(id.clone());
         }
         self.held.insert(id, held);
+    }
+
+    /// The intent grant covering a held connect/send/open, if any.
+    fn intent_cover(&mut self, action: &HeldAction) -> Option<intent::Covered> {
+        if self.intents.is_empty() {
+            return None;
+        }
+        let resolved = match &action.what {
+            crate::events::Action::Net { dest, .. } => self.rules.hostname(action.tgid, dest.addr),
+            crate::events::Action::Exec { .. } | crate::events::Action::Open { .. } => None,
+        };
+        let target = Target::of(action, resolved)?;
+        self.intents
+            .cover(&intent::lineage(action.tgid), &target, Instant::now())
+    }
+
+    /// After a human approved an exec: attaches an intent grant to the process (and its
+    /// descendants) for what the approved command line named, until it exits or the hub's
+    /// duration grant ends. Only what the approver saw counts: argv entries the masker
+    /// changed, and a cut-off last entry, name nothing.
+    fn grant_intent(&mut self, id: &str, held: &Held, how: &Settlement) {
+        let crate::events::Action::Exec {
+            argv,
+            argv_truncated,
+            ..
+        } = &held.action.what
+        else {
+            return;
+        };
+        let Some((approvers, until)) = intent_approval(how) else {
+            return;
+        };
+        let mut seen: Vec<String> = argv
+            .iter()
+            .enumerate()
+            .filter(|(i, raw)| held.masked.argv.get(*i) == Some(*raw))
+            .map(|(_, raw)| raw.clone())
+            .collect();
+        if *argv_truncated && seen.last() == argv.last() {
+            seen.pop();
+        }
+        let tgid = held.action.tgid;
+        let scope = intent::scope_of(&seen, intent::cwd(tgid).as_deref());
+        if scope.is_empty() {
+            return;
+        }
+        // The watch task ends by itself when the process exits; nothing needs its handle.
+        if spawn_grant_watch(self.tx.clone(), tgid).is_none() {
+            return;
+        }
+        let until = until.and_then(|ms| {
+            let left = u64::try_from(ms.saturating_sub(crate::unix_ms())).ok()?;
+            Some(Instant::now() + Duration::from_millis(left))
+        });
+        tracing::info!(
+            request = %id,
+            pid = tgid,
+            buckets = self.audit.mask_text(&format!("{:?}", scope.buckets)),
+            hosts = self.audit.mask_text(&format!("{:?}", scope.hosts.iter().map(|h| &h.host).collect::<Vec<_>>())),
+            files = scope.files.len(),
+            ?until,
+            "intent grant attached to the approved process"
+        );
+        self.intents.add(IntentGrant {
+            request_id: id.to_owned(),
+            approvers,
+            tgid,
+            start_time: intent::stat(tgid).map(|(_, start)| start),
+            until,
+            scope,
+        });
     }
 
     /// Records a self-protection denial (the kernel already refused it).
@@ -519,6 +615,10 @@ impl Coordinator {
             );
             return;
         }
+        if allow {
+            // Before the process runs on: its first connect must find the grant.
+            self.grant_intent(&id, &held, &how);
+        }
         self.kernel.release(held.key, verdict);
         tracing::info!(request = %id, pid = held.action.tgid, ?verdict, waited_ms, "released");
         let detail = format!(
@@ -555,6 +655,31 @@ impl Coordinator {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.hub.cancel(&id, why)).await;
         }
     }
+}
+
+/// Whether `how` is a human approval that starts an intent grant: approvers voted for it at
+/// the hub (or an earlier approval's duration grant covered it there). Allow-on-timeout,
+/// policy allows, fail-open and intent-covered follow-ups are not. Returns the approvers
+/// and the end of a duration grant (unix ms).
+fn intent_approval(how: &Settlement) -> Option<(Vec<String>, Option<i64>)> {
+    use airlock_proto::v1::{DecisionCause, GrantScope};
+    let Settlement::Hub(event) = how else {
+        return None;
+    };
+    if event.state != RequestState::Approved as i32 {
+        return None;
+    }
+    let decision = event.decision.as_ref()?;
+    let human = [DecisionCause::Approvers as i32, DecisionCause::Grant as i32];
+    if !human.contains(&decision.cause) {
+        return None;
+    }
+    let until = decision
+        .grant
+        .as_ref()
+        .filter(|g| g.scope == GrantScope::Duration as i32 && g.until_unix_ms > 0)
+        .map(|g| g.until_unix_ms);
+    Some((decision.approvers.clone(), until))
 }
 
 /// The action as the policy sees it, from the raw (unmasked) context.
@@ -669,6 +794,31 @@ fn spawn_exit_watch(tx: mpsc::Sender<Msg>, id: String, pid: u32) -> JoinHandle<(
     })
 }
 
+/// Reports when the process holding an intent grant exits. The pidfd is opened now, while
+/// the approved process is still stopped, so it is that process (not a later one with the
+/// same pid); `None` when it is already gone.
+fn spawn_grant_watch(tx: mpsc::Sender<Msg>, pid: u32) -> Option<JoinHandle<()>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd; nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open until it is dropped.
+    let async_fd = match unsafe { AsyncFd::register(fd) } {
+        Ok(async_fd) => async_fd,
+        Err(error) => {
+            tracing::warn!(%error, pid, "cannot watch the approved process; no intent grant");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        let _ = async_fd.readable().await;
+        let _ = tx.send(Msg::IntentEnded(pid)).await;
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,5 +853,80 @@ mod tests {
             ))
         );
         assert_eq!(first.len(), 64);
+    }
+
+    #[test]
+    fn only_a_human_approval_starts_an_intent_grant() {
+        use airlock_proto::v1::{Decision, DecisionCause, Grant, GrantScope};
+        let hub = |state: RequestState, cause: DecisionCause, grant: Option<Grant>| {
+            Settlement::Hub(DecisionEvent {
+                id: "r1".into(),
+                state: state as i32,
+                decision: Some(Decision {
+                    approvers: vec!["alice".into()],
+                    cause: cause as i32,
+                    grant,
+                    ..Default::default()
+                }),
+            })
+        };
+        let once = Some(Grant {
+            scope: GrantScope::Once as i32,
+            ..Default::default()
+        });
+        let hour = Some(Grant {
+            scope: GrantScope::Duration as i32,
+            until_unix_ms: 99,
+            ..Default::default()
+        });
+        let cases = [
+            (
+                "approvers, once",
+                hub(RequestState::Approved, DecisionCause::Approvers, once),
+                Some(None),
+            ),
+            (
+                "approvers, for an hour",
+                hub(
+                    RequestState::Approved,
+                    DecisionCause::Approvers,
+                    hour.clone(),
+                ),
+                Some(Some(99)),
+            ),
+            (
+                "an earlier duration grant at the hub",
+                hub(RequestState::Approved, DecisionCause::Grant, hour),
+                Some(Some(99)),
+            ),
+            (
+                "allowed on timeout",
+                hub(RequestState::Expired, DecisionCause::Expired, None),
+                None,
+            ),
+            (
+                "denied",
+                hub(RequestState::Denied, DecisionCause::Approvers, None),
+                None,
+            ),
+            ("policy allow", Settlement::Policy("ok".into()), None),
+            ("fail open", Settlement::FailOpen, None),
+            (
+                "an intent-covered follow-up",
+                Settlement::Intent {
+                    request: "r0".into(),
+                    approvers: vec!["alice".into()],
+                    matched: "bucket s3://a".into(),
+                },
+                None,
+            ),
+        ];
+        for (what, how, want) in cases {
+            let got = intent_approval(&how);
+            assert_eq!(got.as_ref().map(|(_, until)| *until), want, "{what}");
+            if let Some((approvers, _)) = got {
+                assert_eq!(approvers, ["alice"], "{what}");
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod files;
 pub mod holds;
 pub mod hub_client;
+pub mod intent;
 pub mod kernel_sets;
 pub mod loader;
 pub mod naming;

@@ -48,6 +48,15 @@ pub enum Settlement {
     Policy(String),
     /// The hub stayed unreachable and the fail mode is `allow`: released without a human.
     FailOpen,
+    /// Covered by the intent grant of an approved exec (DESIGN §6): no new request.
+    Intent {
+        /// The approved exec's request id.
+        request: String,
+        /// Who approved it.
+        approvers: Vec<String>,
+        /// What the follow-up matched (masked), e.g. "bucket s3://reports-q3".
+        matched: String,
+    },
 }
 
 /// The actor of a masked context.
@@ -219,6 +228,18 @@ pub fn decision(
             "agent",
             "hub unreachable, fail mode allow: released without a human decision".into(),
             "none".into(),
+        ),
+        Settlement::Intent {
+            request,
+            approvers,
+            matched,
+        } => (
+            approvers.clone(),
+            "intent",
+            format!(
+                "covered by the intent grant of approved request {request}: {matched} named in the approved command"
+            ),
+            format!("intent:{request}"),
         ),
     };
     let met = u32::try_from(decided_by.len()).unwrap_or(u32::MAX);
