@@ -14,7 +14,7 @@ pub mod offsets;
 mod user;
 
 pub use event::{
-    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent,
+    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, ExecOrigin, FileEvent,
     HoldMode, NetEvent, PATH_LEN, PAYLOAD_LEN,
 };
 pub use hold::{
