@@ -135,11 +135,8 @@ pub fn deny(key: HoldKey, detail: u32, named: Named) -> i32 {
             }
             Named::Dentry(dentry) => {
                 // struct qstr { u64 hash_len; const unsigned char *name; }
-                let name = *(dentry.add(offsets().dentry_d_name as usize + 8)
-                    as *const *const u8);
-                if bpf_probe_read_kernel_str(buf as *mut _, PATH_LEN as u32, name as *const _)
-                    < 0
-                {
+                let name = *(dentry.add(offsets().dentry_d_name as usize + 8) as *const *const u8);
+                if bpf_probe_read_kernel_str(buf as *mut _, PATH_LEN as u32, name as *const _) < 0 {
                     *buf = 0;
                 }
             }

@@ -183,7 +183,10 @@ mod tests {
         std::fs::copy(&dump.path, &copy).expect("copy");
         let ino = std::fs::metadata(&copy).expect("meta").ino();
         let found = digests.identify(0, InodeKey::new(1, ino), &copy.display().to_string());
-        assert_eq!(found.copy_of.as_ref().map(|t| t.path.clone()), Some(dump.path));
+        assert_eq!(
+            found.copy_of.as_ref().map(|t| t.path.clone()),
+            Some(dump.path)
+        );
         assert_eq!(found.opened, Some(copy.clone()));
         assert_eq!(found.sha256.as_deref().map(str::len), Some(64));
 
@@ -212,7 +215,10 @@ mod tests {
         let found = digests.identify(std::process::id(), InodeKey::new(1, ino), &deleted);
         assert_eq!(found.copy_of.map(|t| t.name), Some("pg_dump".to_owned()));
         let opened = found.opened.expect("opened").display().to_string();
-        assert!(opened.starts_with(&format!("/proc/{}/fd/", std::process::id())), "{opened}");
+        assert!(
+            opened.starts_with(&format!("/proc/{}/fd/", std::process::id())),
+            "{opened}"
+        );
         drop(held);
     }
 

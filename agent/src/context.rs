@@ -71,6 +71,9 @@ pub struct Built {
     /// An exec held by the content rule whose file is no watched tool's copy: without a
     /// policy rule naming it, it asks (the policy default does not apply).
     pub unknown_content: bool,
+    /// What the content rule found (copy of which tool, the file's SHA-256), kept in the
+    /// request's reason whichever rule judges it.
+    pub note: Option<String>,
 }
 
 /// Reads the held process from /proc and describes `held` for the audit log and the hub.
@@ -98,6 +101,7 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
     };
     let summary;
     let mut unknown_content = false;
+    let mut note = None;
     let fields = match &held.what {
         Action::Exec {
             binary,
@@ -124,10 +128,8 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
                 // Named as the tool, so the policy's rules for that tool apply to the copy.
                 Some(tool) => {
                     action.binary = tool.path.display().to_string();
-                    action.rule_reason = format!(
-                        "exec of a copy of {} ({why}: {path})",
-                        tool.path.display()
-                    );
+                    action.rule_reason =
+                        format!("exec of a copy of {} ({why}: {path})", tool.path.display());
                     action.impact = format!(
                         "runs a copy of {} ({path}): {}",
                         tool.path.display(),
@@ -146,6 +148,10 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
                 }
             };
             action.rule_id = rule.clone();
+            let digest = found.sha256.as_deref().unwrap_or("unreadable");
+            action.rule_reason = format!("{}; sha256 {digest}", action.rule_reason);
+            note = Some(action.rule_reason.clone());
+            tracing::info!(pid = held.tgid, %path, sha256 = %digest, copy_of = ?found.copy_of.as_ref().map(|t| &t.path), "exec content rule");
             json!({
                 "class": "exec", "binary": action.binary, "file": path, "argv": argv,
                 "argv_truncated": argv_truncated, "rule": rule,
@@ -269,6 +275,7 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
         action,
         summary,
         unknown_content,
+        note,
     }
 }
 
@@ -297,12 +304,14 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
         agent_common::Hook::UnlinkProtected => {
             ("protect.unlink", format!("unlink of {}", full_path()))
         }
-        agent_common::Hook::RenameProtected => {
-            ("protect.rename", format!("rename of or over {}", full_path()))
-        }
-        agent_common::Hook::LinkProtected => {
-            ("protect.link", format!("hard link of or into {}", full_path()))
-        }
+        agent_common::Hook::RenameProtected => (
+            "protect.rename",
+            format!("rename of or over {}", full_path()),
+        ),
+        agent_common::Hook::LinkProtected => (
+            "protect.link",
+            format!("hard link of or into {}", full_path()),
+        ),
         agent_common::Hook::CreateProtected => (
             "protect.create",
             format!("new name {} in a protected directory", full_path()),

@@ -4,8 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
     ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, ExecOrigin, FileEvent, HoldKey,
-    HoldMode,
-    Hook, InodeKey, NetEvent, NetKey,
+    HoldMode, Hook, InodeKey, NetEvent, NetKey,
     hold::{AF_INET, PROTO_TCP},
 };
 

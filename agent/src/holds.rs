@@ -201,6 +201,11 @@ impl Coordinator {
                 requirements.clone()
             }
         };
+        if let Some(note) = &built.note
+            && !raw.rule_reason.contains(note.as_str())
+        {
+            raw.rule_reason = format!("{}; {note}", raw.rule_reason);
+        }
         // A duration grant approves exactly this action (binary + argv, destination, path).
         raw.action_hash = action_hash(&raw);
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be

@@ -272,8 +272,14 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
             })?;
     }
     let mut protected: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_PROTECTED_FILES)?;
-    let files = spec.protected_files.iter().map(|k| (k, names::PROTECTED_FILE));
-    let dirs = spec.protected_dirs.iter().map(|k| (k, names::PROTECTED_DIR));
+    let files = spec
+        .protected_files
+        .iter()
+        .map(|k| (k, names::PROTECTED_FILE));
+    let dirs = spec
+        .protected_dirs
+        .iter()
+        .map(|k| (k, names::PROTECTED_DIR));
     for (key, kind) in files.chain(dirs) {
         protected
             .insert(*key, kind, 0)
