@@ -74,6 +74,17 @@ pub const PROG_SYMLINK_CHECK: &str = "symlink_check";
 pub const LSM_HOOK_SYMLINK: &str = "inode_symlink";
 pub const PROG_MKNOD_CHECK: &str = "mknod_check";
 pub const LSM_HOOK_MKNOD: &str = "inode_mknod";
+/// LSM program on `path_truncate`: `truncate(2)` of the agent's files from scope.
+pub const PROG_TRUNCATE_CHECK: &str = "truncate_check";
+pub const LSM_HOOK_TRUNCATE: &str = "path_truncate";
+
+/// `DeniedEvent.detail` of `Hook::UnlinkProtected` / `Hook::CreateProtected`: which call.
+pub const DETAIL_UNLINK: u32 = 0;
+pub const DETAIL_RMDIR: u32 = 1;
+pub const DETAIL_CREATE: u32 = 0;
+pub const DETAIL_MKDIR: u32 = 1;
+pub const DETAIL_SYMLINK: u32 = 2;
+pub const DETAIL_MKNOD: u32 = 3;
 
 /// [`MAP_PROTECTED_FILES`] value of a protected file.
 pub const PROTECTED_FILE: u32 = 1;

@@ -57,7 +57,7 @@ pub fn check(ctx: &LsmContext) -> i32 {
         };
         // SAFETY: presence test only.
         if unsafe { PROTECTED_FILES.get(&key).is_some() }
-            || parent.is_some_and(|p| protect_fs::protection(&p) == PROTECTED_DIR)
+            || protect_fs::protection(&parent) == PROTECTED_DIR
         {
             return protect::deny_write(tgid, file, key);
         }

@@ -111,12 +111,12 @@ fn open_exec_file(
     path: &str,
 ) -> Option<(PathBuf, std::fs::File)> {
     let is_it = |m: &std::fs::Metadata| m.is_file() && m.ino() == key.ino;
-    if path.starts_with('/') && !path.ends_with(" (deleted)") {
-        if let Ok(file) = std::fs::File::open(path)
-            && file.metadata().is_ok_and(|m| is_it(&m))
-        {
-            return Some((PathBuf::from(path), file));
-        }
+    if path.starts_with('/')
+        && !path.ends_with(" (deleted)")
+        && let Ok(file) = std::fs::File::open(path)
+        && file.metadata().is_ok_and(|m| is_it(&m))
+    {
+        return Some((PathBuf::from(path), file));
     }
     let fds = proc.join(tgid.to_string()).join("fd");
     for entry in std::fs::read_dir(&fds).ok()?.flatten() {

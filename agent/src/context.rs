@@ -290,6 +290,14 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
             (None, None) => d.path.clone(),
         }
     };
+    // file_open sends bpf_d_path; truncate sends the name and its directory.
+    let write_path = || {
+        if d.path.starts_with('/') {
+            d.path.clone()
+        } else {
+            full_path()
+        }
+    };
     let (rule, what) = match d.hook {
         agent_common::Hook::Kill => (
             "protect.kill",
@@ -300,10 +308,21 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
             format!("ptrace of the agent (pid {})", d.target),
         ),
         agent_common::Hook::Bpf => ("protect.bpf", format!("bpf() command {}", d.target)),
-        agent_common::Hook::WriteProtected => ("protect.write", format!("write to {}", d.path)),
-        agent_common::Hook::UnlinkProtected => {
-            ("protect.unlink", format!("unlink of {}", full_path()))
+        agent_common::Hook::WriteProtected => {
+            ("protect.write", format!("write to {}", write_path()))
         }
+        agent_common::Hook::UnlinkProtected => (
+            "protect.unlink",
+            format!(
+                "{} of {}",
+                if d.detail == agent_common::names::DETAIL_RMDIR {
+                    "rmdir"
+                } else {
+                    "unlink"
+                },
+                full_path()
+            ),
+        ),
         agent_common::Hook::RenameProtected => (
             "protect.rename",
             format!("rename of or over {}", full_path()),
@@ -314,7 +333,16 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
         ),
         agent_common::Hook::CreateProtected => (
             "protect.create",
-            format!("new name {} in a protected directory", full_path()),
+            format!(
+                "new {} {} in a protected directory",
+                match d.detail {
+                    agent_common::names::DETAIL_MKDIR => "directory",
+                    agent_common::names::DETAIL_SYMLINK => "symlink",
+                    agent_common::names::DETAIL_MKNOD => "node",
+                    _ => "file",
+                },
+                full_path()
+            ),
         ),
         agent_common::Hook::Exec
         | agent_common::Hook::Connect
@@ -327,6 +355,7 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
         | agent_common::Hook::RenameProtected
         | agent_common::Hook::LinkProtected
         | agent_common::Hook::CreateProtected => full_path(),
+        agent_common::Hook::WriteProtected => write_path(),
         _ => d.path.clone(),
     };
     json!({

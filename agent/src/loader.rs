@@ -29,6 +29,7 @@ const LSM_GATES: &[(&str, &str)] = &[
     (names::PROG_MKDIR_CHECK, names::LSM_HOOK_MKDIR),
     (names::PROG_SYMLINK_CHECK, names::LSM_HOOK_SYMLINK),
     (names::PROG_MKNOD_CHECK, names::LSM_HOOK_MKNOD),
+    (names::PROG_TRUNCATE_CHECK, names::LSM_HOOK_TRUNCATE),
 ];
 
 /// The embedded object; empty when the build had no BPF toolchain (see build.rs).

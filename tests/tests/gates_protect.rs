@@ -1,8 +1,8 @@
 //! Issue #3, self-protection of the agent's files against removal and replacement: from
 //! scope, `rm`, `mv` (away and over) and `ln -f` on the audit file, the policy file and a
 //! file created later in the audit directory fail with EPERM and are audited; so do new
-//! names in the audit directory, writes to the later file, removing a pinned link and
-//! moving the audit directory. Outside the scope the same operations are not affected.
+//! names in the audit directory, writes to and truncation of the later file, removing a
+//! pinned link and moving the audit directory. Outside the scope the same operations are not affected.
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -86,6 +86,11 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
         (
             "write to a later file",
             format!("echo tampered >> {}", t(&rotated)),
+        ),
+        ("truncate", format!("truncate -s 0 {}", t(&audit))),
+        (
+            "truncate a later file",
+            format!("truncate -s 0 {}", t(&rotated)),
         ),
         ("new file", format!("touch {}", t(&agent.audit.join("new")))),
         ("mkdir", format!("mkdir {}", t(&agent.audit.join("sub")))),
