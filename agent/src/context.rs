@@ -398,3 +398,79 @@ fn to_proto(p: &ProcessInfo) -> Process {
         comm: p.comm.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use agent_common::{Hook, names};
+
+    use super::*;
+
+    fn denied(hook: Hook, target: u64, dir: u64, path: &str, detail: u32) -> DeniedAction {
+        DeniedAction {
+            // No such process: the actor's binary is simply empty.
+            tgid: u32::MAX,
+            tid: u32::MAX,
+            uid: 0,
+            comm: "rm".into(),
+            hook,
+            target,
+            detail,
+            path: path.into(),
+            dev: 1,
+            dir,
+        }
+    }
+
+    #[test]
+    fn file_system_denials_are_named_with_full_paths() {
+        let protected = vec![
+            (
+                PathBuf::from("/etc/airlock/policy.toml"),
+                InodeKey::new(1, 10),
+            ),
+            (PathBuf::from("/var/log/airlock"), InodeKey::new(1, 20)),
+        ];
+        // A file created later in a protected directory: directory + name.
+        let r = super::denied(
+            &denied(
+                Hook::UnlinkProtected,
+                99,
+                20,
+                "audit-1.jsonl",
+                names::DETAIL_UNLINK,
+            ),
+            &protected,
+        );
+        assert_eq!(r["rule"], "protect.unlink");
+        assert_eq!(r["path"], "/var/log/airlock/audit-1.jsonl");
+        assert_eq!(r["what"], "unlink of /var/log/airlock/audit-1.jsonl");
+        // A protected file is named by its own inode, wherever the name was.
+        let r = super::denied(
+            &denied(Hook::RenameProtected, 10, 5, "policy.toml", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/etc/airlock/policy.toml");
+        assert_eq!(r["what"], "rename of or over /etc/airlock/policy.toml");
+        let r = super::denied(
+            &denied(Hook::CreateProtected, 0, 20, "sub", names::DETAIL_MKDIR),
+            &protected,
+        );
+        assert_eq!(
+            r["what"],
+            "new directory /var/log/airlock/sub in a protected directory"
+        );
+        // file_open sends a full path already; truncate sends the name.
+        let r = super::denied(
+            &denied(Hook::WriteProtected, 10, 0, "/etc/airlock/policy.toml", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/etc/airlock/policy.toml");
+        let r = super::denied(
+            &denied(Hook::WriteProtected, 77, 20, "audit-2.jsonl", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/var/log/airlock/audit-2.jsonl");
+    }
+}
