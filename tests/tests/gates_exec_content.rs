@@ -1,7 +1,8 @@
 //! Issue #3, the exec content rule: a copy of a watched tool (`cp` then exec) and a
 //! memfd-executed copy have their own inodes, yet are held and named as the tool, so the
-//! policy's rules for that tool apply; an anonymous executable that is no tool's copy is
-//! held too (asks); binaries the watched processes did not write are not held.
+//! policy's rules for that tool apply; an anonymous executable or a written script that is
+//! no tool's copy is held too (asks); binaries the watched processes did not write are not
+//! held.
 
 use std::{
     path::{Path, PathBuf},
@@ -177,6 +178,36 @@ fn copies_and_memfd_execs_are_held_and_named_after_the_tool() {
             .iter()
             .any(|r| r["kind"] == "decision" && airlock_of(r)["policy"]["rule"] == "no-dumps"),
         "the dumper's rule denied its copy"
+    );
+
+    // A script the scope wrote is no tool's copy: held as written (asks although the
+    // policy's exec default is allow); deny → the shell reports EPERM.
+    let script = work.join("s.sh");
+    let spawned = s.spawn(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "printf '#!/bin/sh\\necho script ran\\n' > {0} && chmod +x {0} && {0}",
+            text(&script)
+        ),
+    ]);
+    let request = s.pending("written", |a| a.rule_id == "exec.written");
+    let action = request.action.clone().expect("action");
+    assert_eq!(action.file, text(&script));
+    assert!(
+        action.rule_reason.contains("sha256 "),
+        "{}",
+        action.rule_reason
+    );
+    s.hub
+        .cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
+    let out = finish(spawned.join().expect("thread"));
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+            || String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{out:?}"
     );
 
     // memfd holding the exporter: held as the exporter; deny → execve fails with EPERM.
