@@ -39,6 +39,30 @@ impl EventKind {
     }
 }
 
+/// Why an exec was held: the binary's identity, or the content rule (a file that is not a
+/// watched inode but may be a copy of one).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecOrigin {
+    /// The binary is in the watch list by (dev, inode).
+    Watched = 0,
+    /// The file has no name (`i_nlink == 0`): a memfd, an `O_TMPFILE` or an unlinked file.
+    Anonymous = 1,
+    /// A watched process opened this file for writing earlier (a copy it made).
+    WrittenByScope = 2,
+}
+
+impl ExecOrigin {
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Watched),
+            1 => Some(Self::Anonymous),
+            2 => Some(Self::WrittenByScope),
+            _ => None,
+        }
+    }
+}
+
 /// How the gate answered the caller when it announced the action.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,12 +122,15 @@ const _: () = assert!(core::mem::size_of::<FileEvent>() == 80 + 16 + 8 + PATH_LE
 #[derive(Clone, Copy)]
 pub struct DeniedEvent {
     /// `header.hold.hook` names the rule ([`crate::Hook`]); `header.hold.object[0]` the
-    /// target (signal: target tgid; ptrace: target tgid; bpf: command; write: inode).
+    /// target (signal: target tgid; ptrace: target tgid; bpf: command; write, unlink,
+    /// rename, link, create: inode, with `object[1]` its device and `object[2]` the inode of
+    /// the directory the name is in, 0 for write).
     pub header: EventHeader,
     /// Signal number for kills, ptrace mode for ptrace, 0 otherwise.
     pub detail: u32,
     pub _pad: u32,
-    /// Path of the protected file for writes (NUL-terminated), else empty.
+    /// Path of the protected file for writes; for unlink, rename, link and create the
+    /// last component of the name touched (NUL-terminated); else empty.
     pub path: [u8; PATH_LEN],
 }
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 80 + 8 + PATH_LEN);
@@ -141,7 +168,8 @@ pub struct ExecEvent {
     pub argv_len: u32,
     /// Non-zero when arguments were cut off (too many, or too long).
     pub argv_truncated: u32,
-    pub _pad: u32,
+    /// Why the exec was caught: [`ExecOrigin`] as `u32`.
+    pub origin: u32,
     /// `bpf_d_path` of the file being executed (NUL-terminated).
     pub path: [u8; PATH_LEN],
     /// `bprm->filename`: the name the caller passed to execve (NUL-terminated).

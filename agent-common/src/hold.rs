@@ -24,6 +24,15 @@ pub enum Hook {
     Bpf = 7,
     /// Self-protection: open of one of the agent's own files for writing.
     WriteProtected = 8,
+    /// Self-protection: unlink (or rmdir) of a protected file or of a name in a protected
+    /// directory.
+    UnlinkProtected = 9,
+    /// Self-protection: rename of, over, into or out of a protected file or directory.
+    RenameProtected = 10,
+    /// Self-protection: a hard link to a protected file, or into a protected directory.
+    LinkProtected = 11,
+    /// Self-protection: a new file, directory, symlink or node in a protected directory.
+    CreateProtected = 12,
 }
 
 impl Hook {
@@ -38,6 +47,10 @@ impl Hook {
             6 => Some(Self::Ptrace),
             7 => Some(Self::Bpf),
             8 => Some(Self::WriteProtected),
+            9 => Some(Self::UnlinkProtected),
+            10 => Some(Self::RenameProtected),
+            11 => Some(Self::LinkProtected),
+            12 => Some(Self::CreateProtected),
             _ => None,
         }
     }

@@ -14,8 +14,8 @@ pub mod offsets;
 mod user;
 
 pub use event::{
-    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent,
-    HoldMode, NET_FLAG_TLS_PLAINTEXT, NetEvent, PATH_LEN, PAYLOAD_LEN,
+    ARGV_BUF_LEN, ARGV_MAX_ARGS, DeniedEvent, EventHeader, EventKind, ExecEvent, ExecOrigin,
+    FileEvent, HoldMode, NET_FLAG_TLS_PLAINTEXT, NetEvent, PATH_LEN, PAYLOAD_LEN,
 };
 pub use hold::{
     AllowKey, DnsCall, DnsKey, HOSTNAME_LEN, HoldKey, Hook, HostName, InodeKey, NetKey, SslPlain,

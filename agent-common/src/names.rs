@@ -18,8 +18,11 @@ pub const MAP_EGRESS_ALLOW: &str = "EGRESS_ALLOW";
 /// Credential files whose open is held. `HashMap<InodeKey, u32>` (value: rule index).
 pub const MAP_CRED_FILES: &str = "CRED_FILES";
 /// The agent's own files (config, policy, state, audit): writes from scope are denied.
-/// `HashMap<InodeKey, u32>`.
+/// `HashMap<InodeKey, u32>`; value [`PROTECTED_FILE`] or [`PROTECTED_DIR`].
 pub const MAP_PROTECTED_FILES: &str = "PROTECTED_FILES";
+/// Files a watched process opened for writing: exec of one of them is held (the exec
+/// content rule). `LruHashMap<InodeKey, u32>`.
+pub const MAP_WRITTEN_FILES: &str = "WRITTEN_FILES";
 /// Thread-group ids of the daemon: signals and ptrace from scope are denied.
 /// `HashMap<u32, u32>`.
 pub const MAP_PROTECTED_TASKS: &str = "PROTECTED_TASKS";
@@ -53,6 +56,42 @@ pub const LSM_HOOK_PTRACE: &str = "ptrace_access_check";
 /// LSM program on `bpf`: the `bpf()` syscall from scope.
 pub const PROG_BPF_CHECK: &str = "bpf_check";
 pub const LSM_HOOK_BPF: &str = "bpf";
+/// LSM programs keeping watched processes from removing, replacing or adding the agent's
+/// files (unlink, rmdir, rename, link, create, mkdir, symlink, mknod).
+pub const PROG_UNLINK_CHECK: &str = "unlink_check";
+pub const LSM_HOOK_UNLINK: &str = "inode_unlink";
+pub const PROG_RMDIR_CHECK: &str = "rmdir_check";
+pub const LSM_HOOK_RMDIR: &str = "inode_rmdir";
+pub const PROG_RENAME_CHECK: &str = "rename_check";
+pub const LSM_HOOK_RENAME: &str = "inode_rename";
+pub const PROG_LINK_CHECK: &str = "link_check";
+pub const LSM_HOOK_LINK: &str = "inode_link";
+pub const PROG_CREATE_CHECK: &str = "create_check";
+pub const LSM_HOOK_CREATE: &str = "inode_create";
+pub const PROG_MKDIR_CHECK: &str = "mkdir_check";
+pub const LSM_HOOK_MKDIR: &str = "inode_mkdir";
+pub const PROG_SYMLINK_CHECK: &str = "symlink_check";
+pub const LSM_HOOK_SYMLINK: &str = "inode_symlink";
+pub const PROG_MKNOD_CHECK: &str = "mknod_check";
+pub const LSM_HOOK_MKNOD: &str = "inode_mknod";
+/// LSM program on `path_truncate`: `truncate(2)` of the agent's files from scope.
+pub const PROG_TRUNCATE_CHECK: &str = "truncate_check";
+pub const LSM_HOOK_TRUNCATE: &str = "path_truncate";
+
+/// `DeniedEvent.detail` of `Hook::UnlinkProtected` / `Hook::CreateProtected`: which call.
+pub const DETAIL_UNLINK: u32 = 0;
+pub const DETAIL_RMDIR: u32 = 1;
+pub const DETAIL_CREATE: u32 = 0;
+pub const DETAIL_MKDIR: u32 = 1;
+pub const DETAIL_SYMLINK: u32 = 2;
+pub const DETAIL_MKNOD: u32 = 3;
+
+/// [`MAP_PROTECTED_FILES`] value of a protected file.
+pub const PROTECTED_FILE: u32 = 1;
+/// [`MAP_PROTECTED_FILES`] value of a protected directory: the directory itself and every
+/// name in it (files created later included) are protected.
+pub const PROTECTED_DIR: u32 = 2;
+
 /// uprobe / uretprobe on libc `getaddrinfo`: host names for held destinations.
 pub const PROG_DNS_ENTER: &str = "dns_enter";
 pub const PROG_DNS_EXIT: &str = "dns_exit";

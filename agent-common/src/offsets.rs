@@ -38,9 +38,17 @@ pub struct KernelOffsets {
     pub msghdr_msg_name: u32,
     /// `msghdr.msg_namelen`
     pub msghdr_msg_namelen: u32,
+    /// `inode.i_nlink` (0: memfd, O_TMPFILE or unlinked file).
+    pub inode_i_nlink: u32,
+    /// `dentry.d_inode`
+    pub dentry_d_inode: u32,
+    /// `dentry.d_parent`
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name` (a `struct qstr`; its `name` pointer is 8 bytes in).
+    pub dentry_d_name: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 /// Behaviour fixed at load time (`.rodata`, frozen like [`KernelOffsets`]).
 #[repr(C)]

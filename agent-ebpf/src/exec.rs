@@ -1,11 +1,15 @@
-//! The exec gate: `bprm_check_security` for binaries in `WATCHED_EXEC`.
+//! The exec gate: `bprm_check_security` for binaries in `WATCHED_EXEC`, and the content
+//! rule: from scope, exec of a file with no name (`i_nlink == 0`: memfd, `O_TMPFILE`,
+//! unlinked) or of a file a watched process opened for writing (`WRITTEN_FILES`) is held
+//! too, so user space can compare its content with the watched tools (a copy of `pg_dump`
+//! has its own inode).
 //!
 //! A script exec runs this hook twice (the script, then its interpreter). One human decision
 //! covers both: an approved exec marks the process in `EXEC_APPROVED` until the execve
 //! syscall returns (`sys_exit_execve*` clears it, success or failure).
 
 use agent_common::{
-    EventKind, ExecEvent, HoldKey, InodeKey, PATH_LEN,
+    EventKind, ExecEvent, ExecOrigin, HoldKey, InodeKey, PATH_LEN,
     event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
 };
 use aya_ebpf::{
@@ -22,7 +26,7 @@ use aya_ebpf::{
 
 use crate::{
     hold::{self, Answer, EPERM},
-    maps::{EVENTS, EXEC_APPROVED, WATCHED_EXEC, offsets},
+    maps::{EVENTS, EXEC_APPROVED, WATCHED_EXEC, WRITTEN_FILES, offsets},
     scope::current_in_scope,
     task::{NR_EXECVE, NR_EXECVEAT, PT_REGS_ORIG_AX, fill_header},
 };
@@ -47,18 +51,29 @@ pub fn check(ctx: &LsmContext) -> i32 {
     let off = offsets();
     // SAFETY: direct BTF-typed loads; the verifier checks each access against the kernel's
     // own layout, and the offsets come from the same kernel's BTF.
-    let (file, binary) = unsafe {
+    let (file, binary, nlink) = unsafe {
         let file = *(bprm.add(off.bprm_file as usize) as *const *const u8);
         let inode = *(file.add(off.file_f_inode as usize) as *const *const u8);
         let ino = *(inode.add(off.inode_i_ino as usize) as *const u64);
         let sb = *(inode.add(off.inode_i_sb as usize) as *const *const u8);
         let dev = *(sb.add(off.sb_s_dev as usize) as *const u32);
-        (file, InodeKey::new(dev, ino))
+        let nlink = *(inode.add(off.inode_i_nlink as usize) as *const u32);
+        (file, InodeKey::new(dev, ino), nlink)
     };
     // SAFETY: presence tests only.
-    if unsafe { WATCHED_EXEC.get(&binary).is_none() || EXEC_APPROVED.get(&tgid).is_some() } {
+    if unsafe { EXEC_APPROVED.get(&tgid).is_some() } {
         return 0;
     }
+    // SAFETY: as above.
+    let origin = if unsafe { WATCHED_EXEC.get(&binary).is_some() } {
+        ExecOrigin::Watched
+    } else if nlink == 0 {
+        ExecOrigin::Anonymous
+    } else if unsafe { WRITTEN_FILES.get(&binary).is_some() } {
+        ExecOrigin::WrittenByScope
+    } else {
+        return 0;
+    };
     let key = HoldKey::exec(tgid, binary);
     match hold::check_verdict(&key) {
         Answer::Allow => {
@@ -81,6 +96,7 @@ pub fn check(ctx: &LsmContext) -> i32 {
         let event = entry.as_mut_ptr();
         fill_header(&mut (*event).header, EventKind::ExecHeld, key, now);
         (*event).binary = binary;
+        (*event).origin = origin as u32;
         fill_paths(event, bprm, file);
         fill_argv(event);
     }
@@ -119,7 +135,6 @@ unsafe fn fill_argv(event: *mut ExecEvent) {
         (*event).argc = 0;
         (*event).argv_len = 0;
         (*event).argv_truncated = 0;
-        (*event)._pad = 0;
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
         let argv = match *(regs.add(PT_REGS_ORIG_AX) as *const u64) {
             NR_EXECVE => *(regs.add(PT_REGS_SI) as *const u64),

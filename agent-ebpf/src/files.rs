@@ -1,9 +1,12 @@
-//! The credential-file gate and the agent's own files, both on `file_open`.
+//! The credential-file gate and the agent's own files, both on `file_open`; it also
+//! records which files watched processes open for writing (the exec content rule).
 //!
 //! Files are matched by (dev, inode), so symlinks, hard links, relative paths,
 //! `/proc/self/root/...`, `openat2` and io_uring opens all reach the same key.
 
-use agent_common::{EventKind, FileEvent, HoldKey, HoldMode, Hook, InodeKey, PATH_LEN};
+use agent_common::{
+    EventKind, FileEvent, HoldKey, HoldMode, Hook, InodeKey, PATH_LEN, names::PROTECTED_DIR,
+};
 use aya_ebpf::{
     bindings::path,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_d_path},
@@ -12,8 +15,8 @@ use aya_ebpf::{
 
 use crate::{
     hold,
-    maps::{CRED_FILES, EVENTS, PROTECTED_FILES, offsets},
-    protect,
+    maps::{CRED_FILES, EVENTS, PROTECTED_FILES, WRITTEN_FILES, offsets},
+    protect, protect_fs,
     scope::current_in_scope,
     task::{
         self, NR_CREAT, NR_EXECVE, NR_EXECVEAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT,
@@ -46,11 +49,20 @@ pub fn check(ctx: &LsmContext) -> i32 {
         let flags = *(file.add(off.file_f_flags as usize) as *const u32);
         (InodeKey::new(dev, ino), mode, flags)
     };
-    // SAFETY: presence tests only.
-    if unsafe { PROTECTED_FILES.get(&key).is_some() }
-        && (mode & FMODE_WRITE != 0 || flags & O_TRUNC != 0)
-    {
-        return protect::deny_write(tgid, file, key);
+    if mode & FMODE_WRITE != 0 || flags & O_TRUNC != 0 {
+        // SAFETY: `f_path.dentry` (8 bytes into `struct path`) is a BTF load.
+        let parent = unsafe {
+            let dentry = *(file.add(off.file_f_path as usize + 8) as *const *const u8);
+            protect_fs::parent_key(dentry)
+        };
+        // SAFETY: presence test only.
+        if unsafe { PROTECTED_FILES.get(&key).is_some() }
+            || protect_fs::protection(&parent) == PROTECTED_DIR
+        {
+            return protect::deny_write(tgid, file, key);
+        }
+        // The exec content rule: an exec of this file later is held (a copy of a tool).
+        let _ = WRITTEN_FILES.insert(&key, &1, 0);
     }
     // SAFETY: as above.
     if unsafe { CRED_FILES.get(&key).is_none() } {

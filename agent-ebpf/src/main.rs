@@ -14,6 +14,7 @@ mod hold;
 mod maps;
 mod net;
 mod protect;
+mod protect_fs;
 mod scope;
 mod ssl;
 mod task;

@@ -36,6 +36,11 @@ pub static CRED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(16384, 0);
 #[map]
 pub static PROTECTED_FILES: HashMap<InodeKey, u32> = HashMap::pinned(1024, 0);
 
+/// Files watched processes opened for writing (the exec content rule); LRU so a busy
+/// process cannot fill it, the oldest writes are forgotten first.
+#[map]
+pub static WRITTEN_FILES: LruHashMap<InodeKey, u32> = LruHashMap::pinned(16384, 0);
+
 #[map]
 pub static PROTECTED_TASKS: HashMap<u32, u32> = HashMap::pinned(64, 0);
 
@@ -87,6 +92,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_flags: 0,
     msghdr_msg_name: 0,
     msghdr_msg_namelen: 0,
+    inode_i_nlink: 0,
+    dentry_d_inode: 0,
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
     _pad: 0,
 };
 

@@ -5,7 +5,10 @@
 use agent_common::{DeniedEvent, EventKind, HoldKey, Hook, InodeKey, PATH_LEN, names::Counter};
 use aya_ebpf::{
     bindings::path,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_d_path},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_d_path, bpf_probe_read_kernel_str},
+    },
     programs::LsmContext,
 };
 
@@ -60,7 +63,7 @@ pub fn check_bpf(ctx: &LsmContext) -> i32 {
             object: [cmd as u64, 0, 0],
         },
         0,
-        None,
+        Named::Nothing,
     )
 }
 
@@ -83,19 +86,29 @@ fn protect_task(target: *const u8, hook: Hook, detail: u32) -> i32 {
             object: [target_tgid as u64, 0, 0],
         },
         detail,
-        None,
+        Named::Nothing,
     )
+}
+
+/// Where a denial's path comes from.
+pub enum Named {
+    Nothing,
+    /// `bpf_d_path` of this `struct file *` (a BTF pointer from the hook).
+    File(*const u8),
+    /// The last component of this `struct dentry *` (`d_name.name`).
+    Dentry(*const u8),
 }
 
 /// Denies a write-open of one of the agent's files; `file` is the hook's BTF pointer.
 #[inline(always)]
 pub fn deny_write(tgid: u32, file: *const u8, key: InodeKey) -> i32 {
     let hold = HoldKey::file(tgid, Hook::WriteProtected, key);
-    deny(hold, 0, Some(file))
+    deny(hold, 0, Named::File(file))
 }
 
+/// Denies, records and counts one self-protection hit; returns -EPERM.
 #[inline(always)]
-fn deny(key: HoldKey, detail: u32, file: Option<*const u8>) -> i32 {
+pub fn deny(key: HoldKey, detail: u32, named: Named) -> i32 {
     count(Counter::ProtectDenied);
     // A full ring buffer still denies: the counter records the lost audit event.
     let Some(mut entry) = EVENTS.reserve::<DeniedEvent>(0) else {
@@ -104,18 +117,28 @@ fn deny(key: HoldKey, detail: u32, file: Option<*const u8>) -> i32 {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` is a live reservation of size_of::<DeniedEvent>(); `file` is a BTF
-    // pointer from the file_open hook.
+    // SAFETY: `event` is a live reservation of size_of::<DeniedEvent>(); `file` and
+    // `dentry` are BTF pointers from the hook.
     unsafe {
         fill_header(&mut (*event).header, EventKind::Denied, key, now);
         (*event).detail = detail;
         (*event)._pad = 0;
         let buf = (*event).path.as_mut_ptr();
         *buf = 0;
-        if let Some(file) = file {
-            let f_path = file.add(offsets().file_f_path as usize) as *mut path;
-            if bpf_d_path(f_path, buf as *mut _, PATH_LEN as u32) < 0 {
-                *buf = 0;
+        match named {
+            Named::Nothing => {}
+            Named::File(file) => {
+                let f_path = file.add(offsets().file_f_path as usize) as *mut path;
+                if bpf_d_path(f_path, buf as *mut _, PATH_LEN as u32) < 0 {
+                    *buf = 0;
+                }
+            }
+            Named::Dentry(dentry) => {
+                // struct qstr { u64 hash_len; const unsigned char *name; }
+                let name = *(dentry.add(offsets().dentry_d_name as usize + 8) as *const *const u8);
+                if bpf_probe_read_kernel_str(buf as *mut _, PATH_LEN as u32, name as *const _) < 0 {
+                    *buf = 0;
+                }
             }
         }
     }

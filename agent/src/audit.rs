@@ -184,8 +184,14 @@ impl AuditTrail {
             cgroup: None,
         };
         let action = match denied.hook {
-            agent_common::Hook::WriteProtected => airlock_audit::Action::FileOpen {
-                path: self.redactor.masker().mask_text(&denied.path).text,
+            // Every file rule is a change to the file system; `path` is the full path
+            // (`context::denied` joins a name with its protected directory).
+            agent_common::Hook::WriteProtected
+            | agent_common::Hook::UnlinkProtected
+            | agent_common::Hook::RenameProtected
+            | agent_common::Hook::LinkProtected
+            | agent_common::Hook::CreateProtected => airlock_audit::Action::FileOpen {
+                path: self.redactor.masker().mask_text(&text("path")).text,
                 write: true,
             },
             _ => airlock_audit::Action::Exec {

@@ -62,6 +62,10 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_flags: reader.offset("task_struct", "flags")?,
         msghdr_msg_name: reader.offset("msghdr", "msg_name")?,
         msghdr_msg_namelen: reader.offset("msghdr", "msg_namelen")?,
+        inode_i_nlink: reader.offset("inode", "i_nlink")?,
+        dentry_d_inode: reader.offset("dentry", "d_inode")?,
+        dentry_d_parent: reader.offset("dentry", "d_parent")?,
+        dentry_d_name: reader.offset("dentry", "d_name")?,
         _pad: 0,
     })
 }

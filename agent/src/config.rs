@@ -90,8 +90,9 @@ struct RawFiles {
     /// [`DEFAULT_CREDENTIALS`].
     #[serde(default)]
     credentials: Option<Vec<String>>,
-    /// More of the agent's own files that watched processes may not write (the config
-    /// file and the audit log are always protected).
+    /// More of the agent's own files that watched processes may not write, remove, rename
+    /// or replace (the config file and the audit log are always protected). A directory
+    /// is protected by inode with everything in it, files created later included.
     #[serde(default)]
     protect: Vec<PathBuf>,
 }

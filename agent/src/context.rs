@@ -7,7 +7,10 @@ use agent_common::{DnsKey, HostName};
 use airlock_proto::v1::{ActionClass, ActionContext, Destination as ProtoDestination, Process};
 use serde_json::json;
 
+use agent_common::{ExecOrigin, InodeKey};
+
 use crate::{
+    content::ToolDigests,
     events::{Action, DeniedAction, Destination, HeldAction, Mode},
     files::ResolvedFile,
     procinfo::{self, ProcessInfo},
@@ -22,6 +25,10 @@ pub struct Rules {
     pub credentials: Vec<ResolvedFile>,
     /// The resolver cache the getaddrinfo probes fill.
     pub dns_names: Option<aya::maps::HashMap<aya::maps::MapData, DnsKey, HostName>>,
+    /// Content hashes of every binary the kernel watches (the exec content rule).
+    pub tool_digests: ToolDigests,
+    /// The agent's protected files and directories, to name self-protection denials.
+    pub protected: Vec<(std::path::PathBuf, InodeKey)>,
 }
 
 impl Rules {
@@ -61,6 +68,12 @@ pub struct Built {
     pub action: ActionContext,
     /// One line for the log.
     pub summary: String,
+    /// An exec held by the content rule whose file is no watched tool's copy: without a
+    /// policy rule naming it, it asks (the policy default does not apply).
+    pub unknown_content: bool,
+    /// What the content rule found (copy of which tool, the file's SHA-256), kept in the
+    /// request's reason whichever rule judges it.
+    pub note: Option<String>,
 }
 
 /// Reads the held process from /proc and describes `held` for the audit log and the hub.
@@ -87,7 +100,69 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
         ..Default::default()
     };
     let summary;
+    let mut unknown_content = false;
+    let mut note = None;
     let fields = match &held.what {
+        Action::Exec {
+            binary,
+            path,
+            argv,
+            argv_truncated,
+            origin: origin @ (ExecOrigin::Anonymous | ExecOrigin::WrittenByScope),
+            ..
+        } => {
+            let found = rules.tool_digests.identify(held.tgid, *binary, path);
+            let (rule_kind, why) = if *origin == ExecOrigin::Anonymous {
+                (
+                    "anonymous",
+                    "an anonymous executable (memfd, O_TMPFILE or unlinked file)",
+                )
+            } else {
+                ("written", "a file written by the agent")
+            };
+            action.class = ActionClass::Exec as i32;
+            action.argv = argv.clone();
+            action.file = path.clone();
+            action.severity = "high".into();
+            let rule = match &found.copy_of {
+                // Named as the tool, so the policy's rules for that tool apply to the copy.
+                Some(tool) => {
+                    action.binary = tool.path.display().to_string();
+                    action.rule_reason =
+                        format!("exec of a copy of {} ({why}: {path})", tool.path.display());
+                    action.impact = format!(
+                        "runs a copy of {} ({path}): {}",
+                        tool.path.display(),
+                        argv.join(" ")
+                    );
+                    summary = format!("exec {path} (copy of {})", tool.path.display());
+                    format!("exec.copy:{}", tool.name)
+                }
+                None => {
+                    unknown_content = true;
+                    action.binary = path.clone();
+                    action.rule_reason = format!("exec of {why}");
+                    action.impact = format!("runs {why} ({path}): {}", argv.join(" "));
+                    summary = format!("exec {path} ({rule_kind})");
+                    format!("exec.{rule_kind}")
+                }
+            };
+            action.rule_id = rule.clone();
+            let digest = found.sha256.as_deref().unwrap_or("unreadable");
+            action.rule_reason = format!("{}; sha256 {digest}", action.rule_reason);
+            note = Some(action.rule_reason.clone());
+            tracing::info!(pid = held.tgid, %path, sha256 = %digest, copy_of = ?found.copy_of.as_ref().map(|t| &t.path), "exec content rule");
+            json!({
+                "class": "exec", "binary": action.binary, "file": path, "argv": argv,
+                "argv_truncated": argv_truncated, "rule": rule,
+                "content": {
+                    "origin": rule_kind,
+                    "copy_of": found.copy_of.as_ref().map(|t| t.path.display().to_string()),
+                    "sha256": found.sha256,
+                    "read_from": found.opened.as_ref().map(|p| p.display().to_string()),
+                },
+            })
+        }
         Action::Exec {
             binary,
             path,
@@ -205,11 +280,30 @@ pub fn build(held: &HeldAction, rules: &Rules, agent_id: &str) -> Built {
         attempt,
         action,
         summary,
+        unknown_content,
+        note,
     }
 }
 
-/// The audit record of a self-protection denial.
-pub fn denied(d: &DeniedAction) -> serde_json::Value {
+/// The audit record of a self-protection denial; `protected` names the agent's files and
+/// directories by inode, so a denied unlink, rename, link or create carries a full path.
+pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) -> serde_json::Value {
+    let full_path = || {
+        let by_ino = |ino: u64| protected.iter().find(|(_, k)| k.ino == ino && ino != 0);
+        match (by_ino(d.target), by_ino(d.dir)) {
+            (Some((file, _)), _) => file.display().to_string(),
+            (None, Some((dir, _))) => dir.join(&d.path).display().to_string(),
+            (None, None) => d.path.clone(),
+        }
+    };
+    // file_open sends bpf_d_path; truncate sends the name and its directory.
+    let write_path = || {
+        if d.path.starts_with('/') {
+            d.path.clone()
+        } else {
+            full_path()
+        }
+    };
     let (rule, what) = match d.hook {
         agent_common::Hook::Kill => (
             "protect.kill",
@@ -220,13 +314,56 @@ pub fn denied(d: &DeniedAction) -> serde_json::Value {
             format!("ptrace of the agent (pid {})", d.target),
         ),
         agent_common::Hook::Bpf => ("protect.bpf", format!("bpf() command {}", d.target)),
-        agent_common::Hook::WriteProtected => ("protect.write", format!("write to {}", d.path)),
+        agent_common::Hook::WriteProtected => {
+            ("protect.write", format!("write to {}", write_path()))
+        }
+        agent_common::Hook::UnlinkProtected => (
+            "protect.unlink",
+            format!(
+                "{} of {}",
+                if d.detail == agent_common::names::DETAIL_RMDIR {
+                    "rmdir"
+                } else {
+                    "unlink"
+                },
+                full_path()
+            ),
+        ),
+        agent_common::Hook::RenameProtected => (
+            "protect.rename",
+            format!("rename of or over {}", full_path()),
+        ),
+        agent_common::Hook::LinkProtected => (
+            "protect.link",
+            format!("hard link of or into {}", full_path()),
+        ),
+        agent_common::Hook::CreateProtected => (
+            "protect.create",
+            format!(
+                "new {} {} in a protected directory",
+                match d.detail {
+                    agent_common::names::DETAIL_MKDIR => "directory",
+                    agent_common::names::DETAIL_SYMLINK => "symlink",
+                    agent_common::names::DETAIL_MKNOD => "node",
+                    _ => "file",
+                },
+                full_path()
+            ),
+        ),
         agent_common::Hook::Exec
         | agent_common::Hook::Connect
         | agent_common::Hook::Send
         | agent_common::Hook::Open => ("protect.unknown", format!("hook {:?}", d.hook)),
     };
     let actor = procinfo::read(d.tgid);
+    let path = match d.hook {
+        agent_common::Hook::UnlinkProtected
+        | agent_common::Hook::RenameProtected
+        | agent_common::Hook::LinkProtected
+        | agent_common::Hook::CreateProtected => full_path(),
+        agent_common::Hook::WriteProtected => write_path(),
+        _ => d.path.clone(),
+    };
     json!({
         "rule": rule,
         "verdict": "deny",
@@ -237,7 +374,7 @@ pub fn denied(d: &DeniedAction) -> serde_json::Value {
         "comm": d.comm,
         "binary": actor.map(|a| a.binary).unwrap_or_default(),
         "target": d.target,
-        "path": d.path,
+        "path": path,
     })
 }
 
@@ -265,5 +402,81 @@ fn to_proto(p: &ProcessInfo) -> Process {
         binary: p.binary.clone(),
         argv: p.argv.clone(),
         comm: p.comm.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use agent_common::{Hook, names};
+
+    use super::*;
+
+    fn denied(hook: Hook, target: u64, dir: u64, path: &str, detail: u32) -> DeniedAction {
+        DeniedAction {
+            // No such process: the actor's binary is simply empty.
+            tgid: u32::MAX,
+            tid: u32::MAX,
+            uid: 0,
+            comm: "rm".into(),
+            hook,
+            target,
+            detail,
+            path: path.into(),
+            dev: 1,
+            dir,
+        }
+    }
+
+    #[test]
+    fn file_system_denials_are_named_with_full_paths() {
+        let protected = vec![
+            (
+                PathBuf::from("/etc/airlock/policy.toml"),
+                InodeKey::new(1, 10),
+            ),
+            (PathBuf::from("/var/log/airlock"), InodeKey::new(1, 20)),
+        ];
+        // A file created later in a protected directory: directory + name.
+        let r = super::denied(
+            &denied(
+                Hook::UnlinkProtected,
+                99,
+                20,
+                "audit-1.jsonl",
+                names::DETAIL_UNLINK,
+            ),
+            &protected,
+        );
+        assert_eq!(r["rule"], "protect.unlink");
+        assert_eq!(r["path"], "/var/log/airlock/audit-1.jsonl");
+        assert_eq!(r["what"], "unlink of /var/log/airlock/audit-1.jsonl");
+        // A protected file is named by its own inode, wherever the name was.
+        let r = super::denied(
+            &denied(Hook::RenameProtected, 10, 5, "policy.toml", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/etc/airlock/policy.toml");
+        assert_eq!(r["what"], "rename of or over /etc/airlock/policy.toml");
+        let r = super::denied(
+            &denied(Hook::CreateProtected, 0, 20, "sub", names::DETAIL_MKDIR),
+            &protected,
+        );
+        assert_eq!(
+            r["what"],
+            "new directory /var/log/airlock/sub in a protected directory"
+        );
+        // file_open sends a full path already; truncate sends the name.
+        let r = super::denied(
+            &denied(Hook::WriteProtected, 10, 0, "/etc/airlock/policy.toml", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/etc/airlock/policy.toml");
+        let r = super::denied(
+            &denied(Hook::WriteProtected, 77, 20, "audit-2.jsonl", 0),
+            &protected,
+        );
+        assert_eq!(r["path"], "/var/log/airlock/audit-2.jsonl");
     }
 }

@@ -137,9 +137,15 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     )?;
 
     // After the audit log exists, so its inode is among the protected ones.
+    // Directories (the audit dir, `[files] protect` entries that are directories) are
+    // protected by inode: files created in them later are covered too.
     let mut protect = config.protect.clone();
     protect.extend(audit_files(&config.audit.dir));
-    let protected = files::resolve_existing(&protect);
+    protect.push(config.audit.dir.clone());
+    let (protected_dirs, protected): (Vec<_>, Vec<_>) = files::resolve_existing(&protect)
+        .into_iter()
+        .partition(|(path, _)| path.is_dir());
+    let dir_keys: Vec<_> = protected_dirs.iter().map(|(_, k)| *k).collect();
 
     let allow_keys: Vec<_> = wanted.allow.iter().map(egress::key).collect();
     let protected_keys: Vec<_> = protected.iter().map(|(_, k)| *k).collect();
@@ -154,6 +160,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         allow: &allow_keys,
         credentials: &credentials,
         protected_files: &protected_keys,
+        protected_dirs: &dir_keys,
         protected_tasks: &[std::process::id()],
         pin_dir: &config.pin_dir,
         settings: agent_common::Settings {
@@ -185,7 +192,12 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             policy.as_ref().map(|p| p.hash().to_owned()),
             credentials.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
             wanted.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            protected.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
+            protected
+                .iter()
+                .chain(&protected_dirs)
+                .chain(&gates.pin_dirs)
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>(),
         ),
     )?;
     let reveal_server =
@@ -205,6 +217,13 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
             watched: watched.clone(),
             credentials: credentials.clone(),
             dns_names: gates.dns_names.take(),
+            tool_digests: crate::content::ToolDigests::new(&kernel_watch),
+            protected: protected
+                .iter()
+                .chain(&protected_dirs)
+                .chain(&gates.pin_dirs)
+                .cloned()
+                .collect(),
         },
         hub.clone(),
         audit.clone(),

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{
-    ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, FileEvent, HoldKey, HoldMode,
-    Hook, InodeKey, NET_FLAG_TLS_PLAINTEXT, NetEvent, NetKey,
+    ARGV_BUF_LEN, DeniedEvent, EventHeader, EventKind, ExecEvent, ExecOrigin, FileEvent, HoldKey,
+    HoldMode, Hook, InodeKey, NET_FLAG_TLS_PLAINTEXT, NetEvent, NetKey,
     hold::{AF_INET, PROTO_TCP},
 };
 
@@ -54,6 +54,8 @@ pub enum Action {
         filename: String,
         argv: Vec<String>,
         argv_truncated: bool,
+        /// Why the kernel held it: a watched inode, or the content rule.
+        origin: ExecOrigin,
     },
     /// `connect()` (hook Connect) or a datagram with an explicit destination (hook Send).
     /// `payload`: the start of the first send when a TCP connection is held there.
@@ -123,8 +125,13 @@ pub struct DeniedAction {
     pub target: u64,
     /// Signal number (kill) or ptrace mode.
     pub detail: u32,
-    /// The protected file's path (write).
+    /// The protected file's path (write), or the name touched (unlink, rename, link,
+    /// create: the last component only).
     pub path: String,
+    /// Device of `target` (unlink, rename, link).
+    pub dev: u32,
+    /// Inode of the directory holding the name (unlink, rename, link, create), else 0.
+    pub dir: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +156,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 filename: c_string(&raw.filename),
                 argv: split_nul(&raw.argv[..argv_len]),
                 argv_truncated: raw.argv_truncated != 0,
+                // Unknown values are treated as the content rule's strictest reading.
+                origin: ExecOrigin::from_raw(raw.origin).unwrap_or(ExecOrigin::Anonymous),
             };
             Ok(Event::Held(held(&header, Mode::Stopped, what)))
         }
@@ -185,6 +194,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 target: header.hold.object[0],
                 detail: raw.detail,
                 path: c_string(&raw.path),
+                dev: header.hold.object[1] as u32,
+                dir: header.hold.object[2],
             }))
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
@@ -257,6 +268,7 @@ mod tests {
         raw.argv[..argv.len()].copy_from_slice(argv);
         raw.argv_len = argv.len() as u32;
         raw.argc = 3;
+        raw.origin = ExecOrigin::WrittenByScope as u32;
         bytes(&raw)
     }
 
@@ -269,11 +281,16 @@ mod tests {
         assert_eq!(e.tid, 43);
         assert_eq!(e.comm, "bash");
         let Action::Exec {
-            path, argv, binary, ..
+            path,
+            argv,
+            binary,
+            origin,
+            ..
         } = e.what
         else {
             panic!("exec")
         };
+        assert_eq!(origin, ExecOrigin::WrittenByScope);
         assert_eq!(path, "/usr/bin/aws");
         assert_eq!(argv, ["aws", "s3", "cp"]);
         assert_eq!(binary, InodeKey::new(7, 99));

@@ -192,7 +192,7 @@ impl Coordinator {
         let id = uuid::Uuid::new_v4().to_string();
         let built = context::build(&action, &self.rules, &self.agent_id);
         let mut raw = built.action;
-        let judgement = self.judge(&action, &raw);
+        let judgement = self.judge(&action, &raw, built.unknown_content);
         let requirements = match &judgement {
             Judgement::Allow { rule } => {
                 raw.rule_id = rule.clone();
@@ -216,6 +216,11 @@ impl Coordinator {
                 requirements.clone()
             }
         };
+        if let Some(note) = &built.note
+            && !raw.rule_reason.contains(note.as_str())
+        {
+            raw.rule_reason = format!("{}; {note}", raw.rule_reason);
+        }
         // A duration grant approves exactly this action (binary + argv, destination, path).
         raw.action_hash = action_hash(&raw);
         // Masked and sealed, and the attempt durable, before anyone is asked: if it cannot be
@@ -389,7 +394,7 @@ impl Coordinator {
 
     /// Records a self-protection denial (the kernel already refused it).
     fn on_denied(&mut self, denied: &DeniedAction) {
-        let what = context::denied(denied);
+        let what = context::denied(denied, &self.rules.protected);
         tracing::warn!(pid = denied.tgid, hook = ?denied.hook, what = %what["what"], "self-protection denied an action");
         if let Err(error) = self.audit.self_protection(denied, &what) {
             tracing::error!(%error, "cannot record a self-protection denial");
@@ -462,6 +467,14 @@ impl Coordinator {
                 let _ = self.kernel.watched_exec.remove(&binary.key);
             }
         }
+        let tools: Vec<_> = self
+            .rules
+            .watched
+            .iter()
+            .chain(self.policy.iter().flat_map(|p| p.watched.iter()))
+            .cloned()
+            .collect();
+        self.rules.tool_digests = crate::content::ToolDigests::new(&tools);
         let new_hash = self.policy_version();
         let rules = self.policy.as_ref().map_or(0, |p| p.policy.rules().len());
         tracing::info!(
@@ -500,7 +513,11 @@ impl Coordinator {
 
     /// Asks the policy. Without one, every caught action asks the hub with the gate's own
     /// rule (watched binary, unlisted destination, credential file) and `ttl`.
-    fn judge(&self, held: &HeldAction, raw: &ActionContext) -> Judgement {
+    ///
+    /// `unknown_content`: an exec the content rule held that is no tool's copy. The policy's
+    /// rules still apply (an allow rule for a build directory, say), but its exec default
+    /// (normally allow, since the kernel only holds watched tools) does not: it asks.
+    fn judge(&self, held: &HeldAction, raw: &ActionContext, unknown_content: bool) -> Judgement {
         let Some(gate) = &self.policy else {
             return Judgement::Ask {
                 rule: raw.rule_id.clone(),
@@ -513,6 +530,20 @@ impl Coordinator {
             };
         };
         let decision = gate.evaluate(&policy_action(held, raw));
+        if unknown_content
+            && decision.rule_id.is_none()
+            && decision.mode == airlock_policy::Mode::Enforce
+        {
+            return Judgement::Ask {
+                rule: raw.rule_id.clone(),
+                reason: raw.rule_reason.clone(),
+                severity: raw.severity.clone(),
+                requirements: Requirements {
+                    ttl_seconds: self.ttl.as_secs().max(1) as u32,
+                    ..Default::default()
+                },
+            };
+        }
         let rule = decision
             .rule_id
             .as_deref()

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod btf;
 pub mod config;
+pub mod content;
 pub mod context;
 pub mod daemon;
 pub mod egress;

@@ -23,6 +23,15 @@ const LSM_GATES: &[(&str, &str)] = &[
     (names::PROG_KILL_CHECK, names::LSM_HOOK_KILL),
     (names::PROG_PTRACE_CHECK, names::LSM_HOOK_PTRACE),
     (names::PROG_BPF_CHECK, names::LSM_HOOK_BPF),
+    (names::PROG_UNLINK_CHECK, names::LSM_HOOK_UNLINK),
+    (names::PROG_RMDIR_CHECK, names::LSM_HOOK_RMDIR),
+    (names::PROG_RENAME_CHECK, names::LSM_HOOK_RENAME),
+    (names::PROG_LINK_CHECK, names::LSM_HOOK_LINK),
+    (names::PROG_CREATE_CHECK, names::LSM_HOOK_CREATE),
+    (names::PROG_MKDIR_CHECK, names::LSM_HOOK_MKDIR),
+    (names::PROG_SYMLINK_CHECK, names::LSM_HOOK_SYMLINK),
+    (names::PROG_MKNOD_CHECK, names::LSM_HOOK_MKNOD),
+    (names::PROG_TRUNCATE_CHECK, names::LSM_HOOK_TRUNCATE),
 ];
 
 /// The embedded object; empty when the build had no BPF toolchain (see build.rs).
@@ -79,6 +88,8 @@ pub struct Gates {
     pub pin_dir: std::path::PathBuf,
     /// Host names watched processes resolved (None when no libc was found to probe).
     pub dns_names: Option<HashMap<MapData, agent_common::DnsKey, agent_common::HostName>>,
+    /// The pin directories, protected like the agent's other directories.
+    pub pin_dirs: Vec<(std::path::PathBuf, InodeKey)>,
 }
 
 /// What the gates enforce.
@@ -91,8 +102,11 @@ pub struct GateSpec<'a> {
     /// Allowed egress prefixes.
     pub allow: &'a [AllowKey],
     pub credentials: &'a [ResolvedFile],
-    /// The agent's own files: no writes from scope.
+    /// The agent's own files: no writes, unlink, rename or link from scope.
     pub protected_files: &'a [InodeKey],
+    /// The agent's directories: nothing in them may be written, removed, renamed or
+    /// created from scope (the pin directories are added by the loader).
+    pub protected_dirs: &'a [InodeKey],
     /// The daemon's tgid(s): no signals or ptrace from scope.
     pub protected_tasks: &'a [u32],
     /// bpffs directory for maps and links, so enforcement outlives the daemon.
@@ -135,6 +149,11 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
     for dir in [&maps_dir, &links_dir] {
         std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e.to_string()))?;
     }
+    let pin_dirs = crate::files::resolve_existing(&[
+        spec.pin_dir.to_owned(),
+        maps_dir.clone(),
+        links_dir.clone(),
+    ]);
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
         .override_global(names::GLOBAL_SETTINGS, &spec.settings, true)
@@ -148,10 +167,19 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         let _ = daemon.remove(&pid);
     }
     if adopted {
-        prune_stale(&mut ebpf, spec)?;
+        prune_stale(&mut ebpf, spec, &pin_dirs)?;
     }
 
     fill(&mut ebpf, spec)?;
+    let mut protected: HashMap<_, InodeKey, u32> = map_mut(&mut ebpf, names::MAP_PROTECTED_FILES)?;
+    for (_, key) in &pin_dirs {
+        protected
+            .insert(*key, names::PROTECTED_DIR, 0)
+            .map_err(|source| LoadError::Map {
+                map: names::MAP_PROTECTED_FILES,
+                source,
+            })?;
+    }
 
     // Scope tracking first, so no fork between attaching the gate and tracking is missed.
     attach_tracepoint(
@@ -213,6 +241,7 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         adopted,
         pin_dir: spec.pin_dir.to_owned(),
         dns_names,
+        pin_dirs,
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
         egress_allow: take_map(&mut ebpf, names::MAP_EGRESS_ALLOW)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
@@ -228,14 +257,26 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
 /// daemon's allowed prefixes, watched binaries, credential and protected files and scope
 /// cgroups would otherwise outlive a narrower configuration. Removing first only makes the
 /// kernel stricter until `fill` runs.
-fn prune_stale(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
+fn prune_stale(
+    ebpf: &mut Ebpf,
+    spec: &GateSpec<'_>,
+    pin_dirs: &[(std::path::PathBuf, InodeKey)],
+) -> Result<(), LoadError> {
     let keep: HashSet<u64> = spec.scope.iter().map(|c| c.id).collect();
     prune_hash(ebpf, names::MAP_SCOPE_CGROUPS, &keep)?;
     let keep: HashSet<InodeKey> = spec.watched.iter().map(|b| b.key).collect();
     prune_hash(ebpf, names::MAP_WATCHED_EXEC, &keep)?;
     let keep: HashSet<InodeKey> = spec.credentials.iter().map(|f| f.key).collect();
     prune_hash(ebpf, names::MAP_CRED_FILES, &keep)?;
-    let keep: HashSet<InodeKey> = spec.protected_files.iter().copied().collect();
+    // Still-protected entries are kept (not removed and re-added) so the agent's files stay
+    // covered throughout the restart.
+    let keep: HashSet<InodeKey> = spec
+        .protected_files
+        .iter()
+        .chain(spec.protected_dirs)
+        .chain(pin_dirs.iter().map(|(_, key)| key))
+        .copied()
+        .collect();
     prune_hash(ebpf, names::MAP_PROTECTED_FILES, &keep)?;
 
     let mut allow = allow_trie(ebpf)?;
@@ -325,9 +366,17 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
             })?;
     }
     let mut protected: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_PROTECTED_FILES)?;
-    for key in spec.protected_files {
+    let files = spec
+        .protected_files
+        .iter()
+        .map(|k| (k, names::PROTECTED_FILE));
+    let dirs = spec
+        .protected_dirs
+        .iter()
+        .map(|k| (k, names::PROTECTED_DIR));
+    for (key, kind) in files.chain(dirs) {
         protected
-            .insert(*key, 1, 0)
+            .insert(*key, kind, 0)
             .map_err(|source| LoadError::Map {
                 map: names::MAP_PROTECTED_FILES,
                 source,

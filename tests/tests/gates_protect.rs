@@ -1,0 +1,163 @@
+//! Issue #3, self-protection of the agent's files against removal and replacement: from
+//! scope, `rm`, `mv` (away and over) and `ln -f` on the audit file, the policy file and a
+//! file created later in the audit directory fail with EPERM and are audited; so do new
+//! names in the audit directory, writes to and truncation of the later file, removing a
+//! pinned link and moving the audit directory. Outside the scope the same operations are not affected.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use airlock_tests::{
+    agent::{Agent, AgentSpec},
+    airlock_of,
+    cgroup::TestCgroup,
+    gates::{eventually, finish},
+    hub::Hub,
+    process::spawn_in,
+};
+
+const POLICY: &str = "version = 1\n[defaults]\nexec = \"allow\"\nconnect = \"allow\"\nsend = \"allow\"\nopen = \"allow\"\n[defaults.ask]\napprovers = [\"oncall\"]\nttl = \"2m\"\n[groups.oncall]\n";
+
+fn sh(cgroup: &Path, script: &str) -> Output {
+    finish(spawn_in(
+        cgroup,
+        Command::new("/bin/sh").args(["-c", script]),
+    ))
+}
+
+fn assert_refused(out: &Output, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Operation not permitted"),
+        "{what} must fail with EPERM: {out:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let policy = conf.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let cgroup = TestCgroup::new("protect-fs");
+    let hub = Hub::start("300s");
+    let agent = Agent::start(&AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![],
+        ttl: "2m",
+        policy: Some(&policy),
+    });
+    let audit = agent.audit_file();
+    // Created after the agent started, as a rotated file would be: covered by its
+    // directory's inode, never added by user space.
+    let rotated = agent.audit.join("audit-0.jsonl.1");
+    std::fs::write(&rotated, "{}\n").expect("rotated file");
+    let evil = conf.path().join("evil");
+    std::fs::write(&evil, "tampered\n").expect("evil");
+    let away = conf.path().join("away");
+    let t = |p: &PathBuf| p.display().to_string();
+
+    for target in [&audit, &policy, &rotated] {
+        let ino = std::fs::metadata(target).expect("exists").ino();
+        let name = t(target);
+        for (what, script) in [
+            ("rm", format!("rm -f {name}")),
+            ("mv away", format!("mv -f {name} {}", t(&away))),
+            ("mv over", format!("mv -f {} {name}", t(&evil))),
+            ("ln -f", format!("ln -f {} {name}", t(&evil))),
+        ] {
+            assert_refused(&sh(&cgroup.path, &script), &format!("{what} {name}"));
+            assert_eq!(
+                std::fs::metadata(target).map(|m| m.ino()).ok(),
+                Some(ino),
+                "{what}: {name} is still the agent's file"
+            );
+        }
+    }
+    assert!(!away.exists());
+    assert!(evil.exists(), "the rename over did not happen");
+    let pinned_link = PathBuf::from("/sys/fs/bpf/airlock/links/open_check");
+    assert!(pinned_link.exists(), "the agent pins its links");
+    for (what, script) in [
+        (
+            "write to a later file",
+            format!("echo tampered >> {}", t(&rotated)),
+        ),
+        ("truncate", format!("truncate -s 0 {}", t(&audit))),
+        (
+            "truncate a later file",
+            format!("truncate -s 0 {}", t(&rotated)),
+        ),
+        ("new file", format!("touch {}", t(&agent.audit.join("new")))),
+        ("mkdir", format!("mkdir {}", t(&agent.audit.join("sub")))),
+        (
+            "symlink",
+            format!(
+                "ln -s /etc/passwd {}",
+                t(&agent.audit.join("audit-z.jsonl"))
+            ),
+        ),
+        (
+            "mv the directory",
+            format!("mv {} {}", t(&agent.audit), t(&away)),
+        ),
+        ("rm a pinned link", format!("rm -f {}", t(&pinned_link))),
+    ] {
+        assert_refused(&sh(&cgroup.path, &script), what);
+    }
+    assert!(pinned_link.exists());
+    assert!(!agent.audit.join("new").exists());
+    assert_eq!(std::fs::read_to_string(&rotated).expect("rotated"), "{}\n");
+
+    // The records name each rule and the full path of the later file.
+    let wanted = [
+        "protect.unlink",
+        "protect.rename",
+        "protect.link",
+        "protect.create",
+        "protect.write",
+    ];
+    eventually("every denial to be audited", || {
+        let records = agent.audit_records();
+        let rules: Vec<&str> = records
+            .iter()
+            .filter(|r| r["kind"] == "self_protection")
+            .filter_map(|r| airlock_of(r)["hook"].as_str())
+            .collect();
+        wanted.iter().all(|w| rules.contains(w))
+    });
+    let records = agent.audit_records();
+    let text: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "self_protection")
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        text.iter()
+            .any(|r| r.contains("protect.unlink") && r.contains(&t(&rotated))),
+        "the unlink of the later file is recorded with its path: {text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|r| r.contains("protect.rename") && r.contains(&t(&policy))),
+        "the rename over the policy is recorded with its path"
+    );
+
+    // Outside the scope the same operations are not the gate's business.
+    let moved = agent.audit.join("audit-0.jsonl.2");
+    std::fs::rename(&rotated, &moved).expect("mv out of scope");
+    std::fs::remove_file(&moved).expect("rm out of scope");
+    std::fs::write(agent.audit.join("scratch"), "").expect("create out of scope");
+    std::fs::remove_file(agent.audit.join("scratch")).expect("rm out of scope");
+    // And in scope, files that are not the agent's are not affected.
+    let out = sh(
+        &cgroup.path,
+        &format!("mv {} {} && rm {}", t(&evil), t(&away), t(&away)),
+    );
+    assert!(out.status.success(), "{out:?}");
+    drop(hub);
+}
