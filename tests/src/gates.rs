@@ -339,19 +339,24 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Waits for `child` and returns its output, panicking after `SLOW`.
 pub fn finish(child: Child) -> Output {
+    finish_within(child, SLOW)
+}
+
+/// Waits for `child` and returns its output, panicking after `timeout`.
+pub fn finish_within(child: Child, timeout: Duration) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(SLOW) {
+    match rx.recv_timeout(timeout) {
         Ok(out) => out.expect("wait"),
         Err(_) => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            panic!("process {pid} did not finish within {SLOW:?}")
+            panic!("process {pid} did not finish within {timeout:?}")
         }
     }
 }

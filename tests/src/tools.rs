@@ -47,15 +47,23 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// A minimal HTTP/1.1 exchange (`Connection: close`), for the test's own look at a server
-/// from outside the scope. Returns the status code and the (de-chunked) body.
-pub fn http(addr: &str, port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+/// from outside the scope. `headers` are extra header lines, each ending in `\r\n`.
+/// Returns the status code and the (de-chunked) body.
+pub fn http(
+    addr: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect((addr, port))
         .unwrap_or_else(|e| panic!("connect to {addr}:{port}: {e}"));
     stream
         .set_read_timeout(Some(crate::SLOW))
         .expect("read timeout");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("send request");
@@ -149,7 +157,7 @@ impl Moto {
 
     /// Creates `bucket` (path-style `PUT /bucket`; moto does not check signatures).
     pub fn create_bucket(&self, bucket: &str) {
-        let (status, body) = http(&self.addr, self.port, "PUT", &format!("/{bucket}"), b"");
+        let (status, body) = http(&self.addr, self.port, "PUT", &format!("/{bucket}"), MOTO_AUTH, b"");
         assert_eq!(
             status,
             200,
@@ -160,7 +168,14 @@ impl Moto {
 
     /// The object's bytes, or None when moto has no such object.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let (status, body) = http(&self.addr, self.port, "GET", &format!("/{bucket}/{key}"), b"");
+        let (status, body) = http(
+            &self.addr,
+            self.port,
+            "GET",
+            &format!("/{bucket}/{key}"),
+            MOTO_AUTH,
+            b"",
+        );
         match status {
             200 => Some(body),
             404 => None,
@@ -171,6 +186,10 @@ impl Moto {
         }
     }
 }
+
+/// moto does not verify signatures, but treats a request without `Authorization` as
+/// anonymous (403 on private objects).
+const MOTO_AUTH: &str = "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n";
 
 /// The real `aws` CLI against `endpoint`, kept off every file outside `dir` that could
 /// carry credentials or config (`~/.aws/*`), and off the EC2 metadata service.
