@@ -59,9 +59,8 @@ pub fn http(
 ) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect((addr, port))
         .unwrap_or_else(|e| panic!("connect to {addr}:{port}: {e}"));
-    stream
-        .set_read_timeout(Some(crate::SLOW))
-        .expect("read timeout");
+    // moto imports a backend on its first use of it: minutes under TCG.
+    stream.set_read_timeout(Some(STARTUP)).expect("read timeout");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
