@@ -48,6 +48,8 @@ pub enum Settlement {
     Policy(String),
     /// The hub stayed unreachable and the fail mode is `allow`: released without a human.
     FailOpen,
+    /// The same process repeated an action a human denied moments ago (a client's retry).
+    RepeatDenied,
 }
 
 /// The actor of a masked context.
@@ -214,6 +216,13 @@ pub fn decision(
         ),
         Settlement::Shutdown(why) => (Vec::new(), "agent", why.clone(), "none".into()),
         Settlement::Policy(reason) => (Vec::new(), "policy", reason.clone(), "none".into()),
+        Settlement::RepeatDenied => (
+            Vec::new(),
+            "agent",
+            "the same process repeated an action a human denied moments ago: denied without asking"
+                .into(),
+            "none".into(),
+        ),
         Settlement::FailOpen => (
             Vec::new(),
             "agent",

@@ -183,10 +183,8 @@ impl GateSetup {
                 ttl: "120s",
                 policy: options.policy,
             },
-            &gate_config(dir.path()).replace(
-                "[egress]\n",
-                &format!("[egress]\n{}", options.extra_egress),
-            ),
+            &gate_config(dir.path())
+                .replace("[egress]\n", &format!("[egress]\n{}", options.extra_egress)),
         );
         Self {
             hub,
@@ -297,9 +295,7 @@ impl GateSetup {
                     let late: Vec<ApprovalRequest> = self
                         .requests()
                         .into_iter()
-                        .filter(|r| {
-                            !before.contains(&r.id) && !seen.iter().any(|s| s.id == r.id)
-                        })
+                        .filter(|r| !before.contains(&r.id) && !seen.iter().any(|s| s.id == r.id))
                         .collect();
                     seen.extend(late);
                     return (out.expect("wait"), seen);

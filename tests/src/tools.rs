@@ -38,7 +38,9 @@ pub fn tool(name: &str) -> PathBuf {
         is_executable(&p).then_some(p)
     };
     on_path.or_else(pyenv).unwrap_or_else(|| {
-        panic!("`{name}` is not installed on this host (cargo xtask setup installs the Python tools)")
+        panic!(
+            "`{name}` is not installed on this host (cargo xtask setup installs the Python tools)"
+        )
     })
 }
 
@@ -60,7 +62,9 @@ pub fn http(
     let mut stream = TcpStream::connect((addr, port))
         .unwrap_or_else(|e| panic!("connect to {addr}:{port}: {e}"));
     // moto imports a backend on its first use of it: minutes under TCG.
-    stream.set_read_timeout(Some(STARTUP)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(STARTUP))
+        .expect("read timeout");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -156,7 +160,14 @@ impl Moto {
 
     /// Creates `bucket` (path-style `PUT /bucket`; moto does not check signatures).
     pub fn create_bucket(&self, bucket: &str) {
-        let (status, body) = http(&self.addr, self.port, "PUT", &format!("/{bucket}"), MOTO_AUTH, b"");
+        let (status, body) = http(
+            &self.addr,
+            self.port,
+            "PUT",
+            &format!("/{bucket}"),
+            MOTO_AUTH,
+            b"",
+        );
         assert_eq!(
             status,
             200,
@@ -206,7 +217,10 @@ pub fn aws_env(cmd: &mut Command, dir: &Path) {
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-aws-credentials"));
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        );
 }
 
 /// A file of `len` bytes covering every byte value, in an order that is not a pattern a
@@ -244,13 +258,13 @@ impl TestCa {
         let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(
-            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-        )
-        .expect("server params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("server params");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
         let cert = params.signed_by(&key, &issuer).expect("server cert");
         let ca_pem = dir.join("test-ca.pem");
         std::fs::write(&ca_pem, ca_cert.pem()).expect("write CA");
@@ -354,7 +368,9 @@ fn serve_one(stream: &mut (impl Read + Write), seen: &Mutex<Vec<String>>, body: 
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body).is_ok() && stream.flush().is_ok()
+    stream.write_all(head.as_bytes()).is_ok()
+        && stream.write_all(body).is_ok()
+        && stream.flush().is_ok()
 }
 
 /// A PostgreSQL cluster of its own (initdb + pg_ctl as the `postgres` user), reachable only
@@ -409,32 +425,38 @@ impl Postgres {
             socket_dir: root.clone(),
             port,
         };
-        pg.as_postgres(&["initdb", "-D"], &[
-            pg.data.to_str().expect("utf8"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "--locale=C",
-            "-E",
-            "UTF8",
-        ]);
+        pg.as_postgres(
+            &["initdb", "-D"],
+            &[
+                pg.data.to_str().expect("utf8"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "--locale=C",
+                "-E",
+                "UTF8",
+            ],
+        );
         let options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{}' -c port={port} -c dynamic_shared_memory_type=mmap -c fsync=off",
             root.display()
         );
         let log = root.join("server.log");
-        pg.as_postgres(&["pg_ctl", "-D"], &[
-            pg.data.to_str().expect("utf8"),
-            "-l",
-            log.to_str().expect("utf8"),
-            "-w",
-            "-t",
-            "300",
-            "-o",
-            &options,
-            "start",
-        ]);
+        pg.as_postgres(
+            &["pg_ctl", "-D"],
+            &[
+                pg.data.to_str().expect("utf8"),
+                "-l",
+                log.to_str().expect("utf8"),
+                "-w",
+                "-t",
+                "300",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
         pg.psql(setup_sql);
         pg
     }
@@ -470,18 +492,21 @@ impl Postgres {
     /// Runs `sql` through psql (as the postgres user) and returns its unaligned output.
     pub fn psql(&self, sql: &str) -> String {
         let port = self.port.to_string();
-        self.as_postgres(&["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], &[
-            "-h",
-            self.socket_dir.to_str().expect("utf8"),
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
+        self.as_postgres(
+            &["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+            &[
+                "-h",
+                self.socket_dir.to_str().expect("utf8"),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        )
     }
 }
 
