@@ -102,7 +102,11 @@ fn aws_s3_cp_is_allowed_by_bucket_or_held_with_bucket_and_key() {
     let request = s.request_for(ActionClass::Connect, 0);
     let dest = destination(&request);
     assert_eq!(
-        (dest.bucket.as_str(), dest.key.as_str(), dest.address.as_str()),
+        (
+            dest.bucket.as_str(),
+            dest.key.as_str(),
+            dest.address.as_str()
+        ),
         ("other", "approved.bin", HELD_V4),
         "{dest:?}"
     );
@@ -155,6 +159,7 @@ fn aws_s3_cp_is_allowed_by_bucket_or_held_with_bucket_and_key() {
     assert_eq!(asked.len(), 1, "prompts for one denied upload");
     assert!(repeats >= 1, "botocore retried the refused send");
     assert_eq!(moto.object("other", "denied.bin"), None);
+}
 
 /// A client invocation: program + args + environment.
 struct Client {
@@ -187,7 +192,10 @@ fn clients(url: &str, ca: &Path) -> Vec<Client> {
         ])
         .env("REQUESTS_CA_BUNDLE", ca);
     vec![
-        Client { name: "curl", cmd: curl },
+        Client {
+            name: "curl",
+            cmd: curl,
+        },
         Client {
             name: "urllib",
             cmd: urllib,
@@ -205,9 +213,7 @@ fn curl_urllib_and_requests_over_http_and_https_are_held_at_connect() {
     let s = GateSetup::start("tools-http", |_, _| {});
     let dir = s.dir.path();
     let ca = TestCa::generate(dir, &[HELD_V4]);
-    let body: Vec<u8> = (0..4000)
-        .map(|i| b"airlock-served-body-"[i % 20])
-        .collect();
+    let body: Vec<u8> = (0..4000).map(|i| b"airlock-served-body-"[i % 20]).collect();
     let plain = WebServer::start(HELD_V4, None, body.clone());
     let tls = WebServer::start(HELD_V4, Some(ca.server.clone()), body.clone());
     for (scheme, server) in [("http", &plain), ("https", &tls)] {
@@ -226,7 +232,11 @@ fn curl_urllib_and_requests_over_http_and_https_are_held_at_connect() {
                     "{what}"
                 );
                 wait_stopped(child.id());
-                assert_eq!(server.accepted(), accepted, "{what}: no connection while held");
+                assert_eq!(
+                    server.accepted(),
+                    accepted,
+                    "{what}: no connection while held"
+                );
                 if approve {
                     s.approve(&request);
                 } else {
@@ -344,7 +354,10 @@ fn pg_dump_is_held_with_its_argv() {
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let spawned = spawn_held(&pg_dump, &arg_refs, &s.cgroup.path);
     let request = s.request_for_except(ActionClass::Exec, 0, &[&request.id]);
-    assert_eq!(&request.action.as_ref().expect("action").argv[1..], &args[..]);
+    assert_eq!(
+        &request.action.as_ref().expect("action").argv[1..],
+        &args[..]
+    );
     s.deny(&request);
     let err = spawned
         .join()
@@ -362,10 +375,7 @@ fn pg_dump_is_held_with_its_argv() {
     let child = s.spawn(Path::new("/usr/bin/pg_dump"), &arg_refs);
     let (out, asked) = s.decide_until_exit(child, false, "");
     assert_eq!(asked.len(), 1, "one prompt");
-    assert!(
-        stderr(&out).contains("Operation not permitted"),
-        "{out:?}"
-    );
+    assert!(stderr(&out).contains("Operation not permitted"), "{out:?}");
     assert!(out.stdout.is_empty());
     assert!(!wrapped.exists(), "no dump file");
     assert_eq!(s.count(ActionClass::Exec), 3);
@@ -470,7 +480,11 @@ fn aws_through_python_sh_and_env_is_held_with_its_argv() {
         let action = request.action.clone().expect("action");
         assert_eq!(action.argv, want, "{key}: the held argv");
         assert_eq!(PathBuf::from(&action.binary), aws_bin, "{key}");
-        assert_eq!(moto.object("exports", key), None, "{key}: nothing while held");
+        assert_eq!(
+            moto.object("exports", key),
+            None,
+            "{key}: nothing while held"
+        );
         seen.push(request.id.clone());
         if approve {
             s.approve(&request);
