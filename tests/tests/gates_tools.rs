@@ -362,8 +362,7 @@ fn pg_dump_is_held_with_its_argv() {
     let err = spawned
         .join()
         .expect("thread")
-        .err()
-        .expect("a denied exec fails in spawn");
+        .expect_err("a denied exec fails in spawn");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
     assert!(!denied.exists(), "no dump file");
 
