@@ -226,10 +226,22 @@ impl GateSetup {
         pid: u32,
         except: &[&str],
     ) -> ApprovalRequest {
+        self.request_within(class, pid, except, SLOW)
+    }
+
+    /// As [`GateSetup::request_for_except`], waiting up to `timeout` (a tool that takes
+    /// long to start, like the aws CLI under TCG).
+    pub fn request_within(
+        &self,
+        class: ActionClass,
+        pid: u32,
+        except: &[&str],
+        timeout: Duration,
+    ) -> ApprovalRequest {
         runtime().block_on(async {
             let approver = self.hub.approver("alice").await;
             approver
-                .watch_for(SLOW, |r| {
+                .watch_for(timeout, |r| {
                     !except.contains(&r.id.as_str())
                         && r.action.as_ref().is_some_and(|a| {
                             a.class == class as i32

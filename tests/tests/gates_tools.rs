@@ -99,7 +99,8 @@ fn aws_s3_cp_is_allowed_by_bucket_or_held_with_bucket_and_key() {
 
     // 2. Another bucket: held with bucket and key named, nothing stored until approved.
     let child = cp("s3://other/approved.bin");
-    let request = s.request_for(ActionClass::Connect, 0);
+    // The aws CLI loads its service models before it sends: a minute or more under TCG.
+    let request = s.request_within(ActionClass::Connect, 0, &[], STARTUP);
     let dest = destination(&request);
     assert_eq!(
         (
@@ -224,7 +225,7 @@ fn curl_urllib_and_requests_over_http_and_https_are_held_at_connect() {
                 let what = format!("{} {scheme} approve={approve}", client.name);
                 let (accepted, seen) = (server.accepted(), server.requests().len());
                 let child = process::spawn_in(&s.cgroup.path, &mut client.cmd);
-                let request = s.request_for(ActionClass::Connect, child.id());
+                let request = s.request_within(ActionClass::Connect, child.id(), &[], STARTUP);
                 let dest = destination(&request);
                 assert_eq!(
                     (dest.address.as_str(), dest.port),
@@ -467,7 +468,7 @@ fn aws_through_python_sh_and_env_is_held_with_its_argv() {
             s.hub
                 .approver("alice")
                 .await
-                .watch_for(SLOW, |r| {
+                .watch_for(STARTUP, |r| {
                     r.state == RequestState::Pending as i32
                         && !seen.contains(&r.id)
                         && r.action
