@@ -13,7 +13,6 @@ use std::{
 
 use airlock_proto::v1::{ActionClass, ApprovalRequest, RequestState};
 use airlock_tests::{
-    SLOW,
     gates::{
         GateOptions, GateSetup, HELD_V4, finish, finish_within, runtime, stdout, wait_stopped,
     },
