@@ -128,7 +128,14 @@ pub struct Coordinator {
     held: HashMap<String, Held>,
     /// Approved execs' intent grants (DESIGN §6).
     intents: Intents,
+    /// (tgid, action hash) a human denied, and when: see [`REPEAT_DENY_WINDOW`].
+    denied: HashMap<(u32, String), Instant>,
 }
+
+/// How long a human's deny also answers the same process repeating the same action. Clients
+/// retry a failed send on a new connection (botocore: 5 attempts), and each attempt would
+/// otherwise ask the human again about what they just refused. A new process asks again.
+const REPEAT_DENY_WINDOW: Duration = Duration::from_secs(120);
 
 impl Coordinator {
     #[expect(
@@ -159,6 +166,7 @@ impl Coordinator {
             search_path: crate::config::DEFAULT_SEARCH_PATH.to_owned(),
             held: HashMap::new(),
             intents: Intents::default(),
+            denied: HashMap::new(),
         }
     }
 
@@ -250,6 +258,14 @@ impl Coordinator {
             started: Instant::now(),
             tasks: Vec::new(),
         };
+        if matches!(judgement, Judgement::Ask { .. })
+            && self
+                .denied
+                .get(&(held.action.tgid, held.masked.action_hash.clone()))
+                .is_some_and(|at| at.elapsed() < REPEAT_DENY_WINDOW)
+        {
+            return self.settle(id, held, Verdict::Deny, Settlement::RepeatDenied);
+        }
         match judgement {
             Judgement::Allow { .. } => {
                 return self.settle(id, held, Verdict::Allow, Settlement::Policy(reason));
@@ -651,6 +667,14 @@ impl Coordinator {
             self.grant_intent(&id, &held, &how);
         }
         self.kernel.release(held.key, verdict);
+        if matches!(&how, Settlement::Hub(e) if e.state == RequestState::Denied as i32) {
+            self.denied
+                .retain(|_, at| at.elapsed() < REPEAT_DENY_WINDOW);
+            self.denied.insert(
+                (held.action.tgid, held.masked.action_hash.clone()),
+                Instant::now(),
+            );
+        }
         tracing::info!(request = %id, pid = held.action.tgid, ?verdict, waited_ms, "released");
         let detail = format!(
             "{} after {waited_ms} ms; the process was resumed",

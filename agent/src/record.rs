@@ -57,6 +57,8 @@ pub enum Settlement {
         /// What the follow-up matched (masked), e.g. "bucket s3://reports-q3".
         matched: String,
     },
+    /// The same process repeated an action a human denied moments ago (a client's retry).
+    RepeatDenied,
 }
 
 /// The actor of a masked context.
@@ -223,6 +225,13 @@ pub fn decision(
         ),
         Settlement::Shutdown(why) => (Vec::new(), "agent", why.clone(), "none".into()),
         Settlement::Policy(reason) => (Vec::new(), "policy", reason.clone(), "none".into()),
+        Settlement::RepeatDenied => (
+            Vec::new(),
+            "agent",
+            "the same process repeated an action a human denied moments ago: denied without asking"
+                .into(),
+            "none".into(),
+        ),
         Settlement::FailOpen => (
             Vec::new(),
             "agent",

@@ -109,6 +109,17 @@ impl EchoServer {
     }
 }
 
+/// What a gate test changes in the agent's config.
+#[derive(Default)]
+pub struct GateOptions<'a> {
+    /// Lines added to the `[egress]` section (`hold_at = "first-send"`).
+    pub extra_egress: &'a str,
+    /// `[exec] watch`; None watches `/usr/bin/scp` only.
+    pub watch: Option<Vec<PathBuf>>,
+    /// `[policy] file`.
+    pub policy: Option<&'a Path>,
+}
+
 /// Hub + agent + scope cgroup for one gate test.
 pub struct GateSetup {
     pub hub: Hub,
@@ -138,6 +149,23 @@ impl GateSetup {
         extra_egress: &str,
         prepare: impl FnOnce(&TestCgroup, &Path),
     ) -> Self {
+        Self::start_opts(
+            name,
+            &GateOptions {
+                extra_egress,
+                ..GateOptions::default()
+            },
+            prepare,
+        )
+    }
+
+    /// As [`GateSetup::start`], with the watched binaries, policy and `[egress]` lines of
+    /// `options`.
+    pub fn start_opts(
+        name: &str,
+        options: &GateOptions<'_>,
+        prepare: impl FnOnce(&TestCgroup, &Path),
+    ) -> Self {
         add_test_addresses();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("creds")).expect("mkdir");
@@ -148,11 +176,15 @@ impl GateSetup {
             &AgentSpec {
                 hub_url: &hub.url,
                 cgroup: &cgroup.path,
-                watch: vec![PathBuf::from("/usr/bin/scp")],
+                watch: options
+                    .watch
+                    .clone()
+                    .unwrap_or_else(|| vec![PathBuf::from("/usr/bin/scp")]),
                 ttl: "120s",
-                policy: None,
+                policy: options.policy,
             },
-            &gate_config(dir.path()).replace("[egress]\n", &format!("[egress]\n{extra_egress}")),
+            &gate_config(dir.path())
+                .replace("[egress]\n", &format!("[egress]\n{}", options.extra_egress)),
         );
         Self {
             hub,
@@ -201,10 +233,22 @@ impl GateSetup {
         pid: u32,
         except: &[&str],
     ) -> ApprovalRequest {
+        self.request_within(class, pid, except, SLOW)
+    }
+
+    /// As [`GateSetup::request_for_except`], waiting up to `timeout` (a tool that takes
+    /// long to start, like the aws CLI under TCG).
+    pub fn request_within(
+        &self,
+        class: ActionClass,
+        pid: u32,
+        except: &[&str],
+        timeout: Duration,
+    ) -> ApprovalRequest {
         runtime().block_on(async {
             let approver = self.hub.approver("alice").await;
             approver
-                .watch_for(SLOW, |r| {
+                .watch_for(timeout, |r| {
                     !except.contains(&r.id.as_str())
                         && r.action.as_ref().is_some_and(|a| {
                             a.class == class as i32
@@ -222,6 +266,69 @@ impl GateSetup {
     pub fn deny(&self, request: &ApprovalRequest) {
         self.hub
             .cli_ok("alice", &["deny", &request.id, "--reason", "test"]);
+    }
+
+    /// Every request the hub has, in any state.
+    pub fn requests(&self) -> Vec<ApprovalRequest> {
+        runtime().block_on(async { self.hub.approver("alice").await.list(&[]).await })
+    }
+
+    /// Waits for `child` while deciding (`allow`, as `alice` in `groups`) every request
+    /// that appears meanwhile, and returns its output and the requests it caused, in
+    /// order. A tool that retries after a refusal asks again; this is how many times.
+    pub fn decide_until_exit(
+        &self,
+        child: Child,
+        allow: bool,
+        groups: &str,
+    ) -> (Output, Vec<ApprovalRequest>) {
+        let before: Vec<String> = self.requests().into_iter().map(|r| r.id).collect();
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let mut seen: Vec<ApprovalRequest> = Vec::new();
+        let deadline = std::time::Instant::now() + SLOW * 5;
+        loop {
+            for r in self.requests() {
+                if before.contains(&r.id) || seen.iter().any(|s| s.id == r.id) {
+                    continue;
+                }
+                let mut args = vec![];
+                if !groups.is_empty() {
+                    args.extend(["--groups", groups]);
+                }
+                if allow {
+                    args.extend(["approve", r.id.as_str()]);
+                } else {
+                    args.extend(["deny", r.id.as_str(), "--reason", "test"]);
+                }
+                self.hub.cli_ok("alice", &args);
+                seen.push(r);
+            }
+            match rx.recv_timeout(Duration::from_millis(300)) {
+                Ok(out) => {
+                    // A request made just before the exit is still counted.
+                    settle();
+                    let late: Vec<ApprovalRequest> = self
+                        .requests()
+                        .into_iter()
+                        .filter(|r| !before.contains(&r.id) && !seen.iter().any(|s| s.id == r.id))
+                        .collect();
+                    seen.extend(late);
+                    return (out.expect("wait"), seen);
+                }
+                Err(_) if std::time::Instant::now() > deadline => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    panic!("process {pid} did not finish within {:?}", SLOW * 5);
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Requests the hub has for `class`.
@@ -247,19 +354,24 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Waits for `child` and returns its output, panicking after `SLOW`.
 pub fn finish(child: Child) -> Output {
+    finish_within(child, SLOW)
+}
+
+/// Waits for `child` and returns its output, panicking after `timeout`.
+pub fn finish_within(child: Child, timeout: Duration) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(SLOW) {
+    match rx.recv_timeout(timeout) {
         Ok(out) => out.expect("wait"),
         Err(_) => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            panic!("process {pid} did not finish within {SLOW:?}")
+            panic!("process {pid} did not finish within {timeout:?}")
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod gates;
 pub mod hub;
 pub mod process;
+pub mod tools;
 
 use std::{path::PathBuf, time::Duration};
 
