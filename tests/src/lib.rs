@@ -59,3 +59,21 @@ pub fn airlock_of(record: &serde_json::Value) -> &serde_json::Value {
 
 /// Timeouts are generous: under QEMU/TCG everything is ~25x slower than native.
 pub const SLOW: Duration = Duration::from_secs(60);
+
+/// A scope cgroup named `name`, a hub and an agent running `policy` (no watch list of its
+/// own: the policy decides what the kernel watches).
+pub fn start_with_policy(
+    name: &str,
+    policy: &std::path::Path,
+) -> (cgroup::TestCgroup, hub::Hub, agent::Agent) {
+    let cgroup = cgroup::TestCgroup::new(name);
+    let hub = hub::Hub::start("300s");
+    let agent = agent::Agent::start(&agent::AgentSpec {
+        hub_url: &hub.url,
+        cgroup: &cgroup.path,
+        watch: vec![],
+        ttl: "2m",
+        policy: Some(policy),
+    });
+    (cgroup, hub, agent)
+}

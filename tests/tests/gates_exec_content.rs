@@ -12,7 +12,7 @@ use std::{
 use airlock_proto::v1::{ActionClass, ApprovalRequest, RequestState};
 use airlock_tests::{
     SLOW,
-    agent::{Agent, AgentSpec},
+    agent::Agent,
     airlock_of,
     cgroup::TestCgroup,
     gates::{finish, runtime, settle, stdout},
@@ -96,15 +96,7 @@ fn copies_and_memfd_execs_are_held_and_named_after_the_tool() {
         ),
     )
     .expect("policy");
-    let cgroup = TestCgroup::new("exec-content");
-    let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![],
-        ttl: "2m",
-        policy: Some(&policy),
-    });
+    let (cgroup, hub, agent) = airlock_tests::start_with_policy("exec-content", &policy);
     let s = Setup { hub, agent, cgroup };
     let text = |p: &PathBuf| p.display().to_string();
 

@@ -11,11 +11,8 @@ use std::{
 };
 
 use airlock_tests::{
-    agent::{Agent, AgentSpec},
     airlock_of,
-    cgroup::TestCgroup,
     gates::{eventually, finish},
-    hub::Hub,
     process::spawn_in,
 };
 
@@ -42,15 +39,7 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
     let conf = tempfile::tempdir().expect("tempdir");
     let policy = conf.path().join("policy.toml");
     std::fs::write(&policy, POLICY).expect("policy");
-    let cgroup = TestCgroup::new("protect-fs");
-    let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![],
-        ttl: "2m",
-        policy: Some(&policy),
-    });
+    let (cgroup, hub, agent) = airlock_tests::start_with_policy("protect-fs", &policy);
     let audit = agent.audit_file();
     // Created after the agent started, as a rotated file would be: covered by its
     // directory's inode, never added by user space.

@@ -15,10 +15,8 @@ use std::{
 
 use airlock_tests::{
     SLOW,
-    agent::{Agent, AgentSpec},
+    agent::Agent,
     airlock_of,
-    cgroup::TestCgroup,
-    hub::Hub,
     process::{tool_copy, try_spawn_in},
 };
 
@@ -36,20 +34,6 @@ fn hash_of(text: &str) -> String {
         .expect("valid policy")
         .hash()
         .to_owned()
-}
-
-/// A scope cgroup, a hub and an agent running `policy`.
-fn start_with_policy(name: &str, policy: &Path) -> (TestCgroup, Hub, Agent) {
-    let cgroup = TestCgroup::new(name);
-    let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![],
-        ttl: "2m",
-        policy: Some(policy),
-    });
-    (cgroup, hub, agent)
 }
 
 /// Runs `tool args` inside `cgroup` and returns whether the exec was allowed.
@@ -93,7 +77,7 @@ fn rules_allow_deny_and_ask_without_and_with_a_human() {
         ),
     );
     std::fs::write(&policy, &text).expect("policy");
-    let (cgroup, hub, agent) = start_with_policy("policy-rules", &policy);
+    let (cgroup, hub, agent) = airlock_tests::start_with_policy("policy-rules", &policy);
 
     assert!(
         exec_allowed(&cgroup.path, &exporter, &["--dry-run"]),
@@ -171,7 +155,7 @@ fn reloads_under_load_lose_and_misjudge_nothing() {
     let verdict_of: HashMap<String, bool> =
         HashMap::from([(hash_of(&allow_text), true), (hash_of(&deny_text), false)]);
     std::fs::write(&policy, &allow_text).expect("policy");
-    let (cgroup, _hub, agent) = start_with_policy("policy-reload", &policy);
+    let (cgroup, _hub, agent) = airlock_tests::start_with_policy("policy-reload", &policy);
 
     let stop = Arc::new(AtomicBool::new(false));
     let runner = {
@@ -347,7 +331,7 @@ fn reloads_rewrite_the_kernel_allow_list_and_credential_files_live() {
     let second = version("198.51.100.0/24", &key_b);
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, &first).expect("policy");
-    let (cgroup, hub, agent) = start_with_policy("policy-kernel-sets", &policy);
+    let (cgroup, hub, agent) = airlock_tests::start_with_policy("policy-kernel-sets", &policy);
     let rt = runtime();
     let approver = rt.block_on(hub.approver("alice"));
     let run = |args: &[&str]| {
