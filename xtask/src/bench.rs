@@ -25,8 +25,8 @@ pub enum Command {
     Gates {
         #[arg(long, default_value = "6.12")]
         kernel: Kernel,
-        /// Iterations of the open loop (connect runs a tenth, exec a two-hundredth).
-        #[arg(long, default_value_t = 20_000)]
+        /// Iterations of the open loop (connect runs a twentieth, exec a five-hundredth).
+        #[arg(long, default_value_t = 100_000)]
         iterations: u32,
     },
     /// airlock-audit: durable appends/s under group commit, verify MB/s.
