@@ -8,6 +8,7 @@ pub mod btf;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod dirwatch;
 pub mod egress;
 pub mod events;
 pub mod files;

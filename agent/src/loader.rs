@@ -6,7 +6,7 @@
 use agent_common::{AllowKey, InodeKey, KernelOffsets, names};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, RingBuf},
     programs::{Lsm, TracePoint, UProbe, links::FdLink},
 };
 
@@ -69,6 +69,8 @@ pub struct Gates {
     pub cred_files: HashMap<MapData, InodeKey, u32>,
     /// Scope cgroups, extended as sub-cgroups appear.
     pub scope_cgroups: HashMap<MapData, u64, u32>,
+    /// Bumped with [`bump_scope_generation`] after adding to the scope maps.
+    pub scope_gen: Array<MapData, u64>,
     /// True when a previous daemon's pinned gates were found and taken over.
     pub adopted: bool,
     /// Where the gates are pinned.
@@ -112,6 +114,18 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
         let _ = std::fs::remove_dir_all(spec.pin_dir);
     }
     result
+}
+
+/// Tells the gates that scope grew: every cached "out of scope" answer is recomputed at
+/// the task's next gated call. Call after adding to `SCOPE_CGROUPS` or `SCOPE_TASKS`.
+///
+/// # Errors
+/// The map update's error (the caller logs it: the next bump repairs it).
+pub fn bump_scope_generation<T: std::borrow::BorrowMut<MapData>>(
+    generation: &mut Array<T, u64>,
+) -> Result<(), aya::maps::MapError> {
+    let now = generation.get(&0, 0)?;
+    generation.set(0, now.wrapping_add(1), 0)
 }
 
 /// Removes the pins, so dropping the loaded object detaches everything (graceful stop).
@@ -200,6 +214,7 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         dns_names,
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
+        scope_gen: take_map(&mut ebpf, names::MAP_SCOPE_GEN)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
         watched_exec: take_map(&mut ebpf, names::MAP_WATCHED_EXEC)?,
         pending: take_map(&mut ebpf, names::MAP_PENDING)?,
@@ -225,6 +240,18 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
             source,
         })?;
     }
+    // Pinned maps are shared with a previous daemon's programs and their cached answers.
+    let map = ebpf
+        .map_mut(names::MAP_SCOPE_GEN)
+        .ok_or(LoadError::NoMap(names::MAP_SCOPE_GEN))?;
+    let mut generation: Array<_, u64> = Array::try_from(map).map_err(|source| LoadError::Map {
+        map: names::MAP_SCOPE_GEN,
+        source,
+    })?;
+    bump_scope_generation(&mut generation).map_err(|source| LoadError::Map {
+        map: names::MAP_SCOPE_GEN,
+        source,
+    })?;
     let mut watched: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_WATCHED_EXEC)?;
     for (index, binary) in spec.watched.iter().enumerate() {
         watched
