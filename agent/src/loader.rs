@@ -149,6 +149,9 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
         .override_global(names::GLOBAL_SETTINGS, &spec.settings, true)
         .default_map_pin_directory(&maps_dir)
+        // SCOPE_CACHE is task local storage, which aya has no user-space type for (only
+        // the programs use it).
+        .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     // The previous daemon's pid must not stay protected (it could be reused).
