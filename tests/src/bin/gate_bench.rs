@@ -25,7 +25,7 @@ use airlock_tests::{
     process,
 };
 
-/// On/off pairs; the median of their ratios is printed.
+/// On/off pairs; the median of their ratios is printed (`AIRLOCK_BENCH_ROUNDS` overrides).
 const ROUNDS: usize = 7;
 /// Runs per measurement; the fastest is kept.
 const REPEATS: usize = 3;
@@ -86,14 +86,23 @@ fn main() {
     std::fs::write(&file, "x").expect("write");
     let file = file.display().to_string();
     let cgroup = TestCgroup::new("bench");
-    let loops: [(&str, u32, &str); 3] = [
-        ("open", n, &file),
-        ("connect", n / 20, &port),
+    // `AIRLOCK_BENCH_LOOPS=open,exec` runs a subset (quick experiments).
+    let only = std::env::var("AIRLOCK_BENCH_LOOPS").ok();
+    let loops: Vec<(&str, u32, &str)> = [
+        ("open", n, file.as_str()),
+        ("connect", n / 20, port.as_str()),
         ("exec", n / 500, ""),
-    ];
+    ]
+    .into_iter()
+    .filter(|(kind, _, _)| only.as_deref().is_none_or(|o| o.split(',').any(|k| k == *kind)))
+    .collect();
+    let rounds: usize = std::env::var("AIRLOCK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
 
     // ns[round][loop][config]: config 0 = off/out, 1 = off/in, 2 = on/out, 3 = on/in.
-    let mut ns = vec![[[0u128; 4]; 3]; ROUNDS];
+    let mut ns = vec![vec![[0u128; 4]; loops.len()]; rounds];
     let hub = Hub::start("300s");
     let spec = AgentSpec {
         hub_url: &hub.url,
@@ -127,11 +136,11 @@ fn main() {
             }
             drop(agent);
         }
-        eprintln!("round {} of {ROUNDS} done", round + 1);
+        eprintln!("round {} of {rounds} done", round + 1);
     }
     let kernel = std::env::var("AIRLOCK_VM_KERNEL").unwrap_or_else(|_| "host".into());
     println!(
-        "gates bench (kernel {kernel}, {ROUNDS} on/off rounds, best of {REPEATS} runs each; ratio = median of the rounds [min-max])"
+        "gates bench (kernel {kernel}, {rounds} on/off rounds, best of {REPEATS} runs each; ratio = median of the rounds [min-max])"
     );
     println!(
         "{:<8} {:>7} {:>11} {:>11} {:>22} {:>22}",
