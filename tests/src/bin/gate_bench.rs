@@ -27,7 +27,7 @@ use airlock_tests::{
 
 /// On/off pairs; the median of their ratios is printed (`AIRLOCK_BENCH_ROUNDS` overrides).
 const ROUNDS: usize = 7;
-/// Runs per measurement; the fastest is kept.
+/// Runs per measurement; the fastest is kept (`AIRLOCK_BENCH_REPEATS` overrides).
 const REPEATS: usize = 3;
 
 fn probe() -> PathBuf {
@@ -36,25 +36,34 @@ fn probe() -> PathBuf {
         .with_file_name("gate_probe")
 }
 
+/// One timed loop. A loop that fails (a loopback connect can hit EPIPE/ECONNRESET when
+/// the accept queue overflows under emulation) is run again, up to three times: one bad
+/// run must not throw away an hour of measurements.
 fn run(cgroup: Option<&Path>, kind: &str, n: u32, arg: &str) -> u128 {
     let n = n.to_string();
-    let mut cmd = Command::new(probe());
-    cmd.args(["loop", kind, &n, arg]);
-    let out = match cgroup {
-        Some(cg) => process::spawn_in(cg, &mut cmd)
-            .wait_with_output()
-            .expect("wait"),
-        None => cmd.output().expect("run"),
-    };
-    assert!(
-        out.status.success(),
-        "{kind} loop failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("nanoseconds")
+    for _ in 0..3 {
+        let mut cmd = Command::new(probe());
+        cmd.args(["loop", kind, &n, arg]);
+        let out = match cgroup {
+            Some(cg) => process::spawn_in(cg, &mut cmd)
+                .wait_with_output()
+                .expect("wait"),
+            None => cmd.output().expect("run"),
+        };
+        if let Some(ns) = out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .flatten()
+        {
+            return ns;
+        }
+        eprintln!(
+            "{kind} loop failed, running it again: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    panic!("{kind} loop failed three times");
 }
 
 /// Pins this process (and so every loop it spawns) to CPU 0.
@@ -100,6 +109,10 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
+    let repeats: usize = std::env::var("AIRLOCK_BENCH_REPEATS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(REPEATS);
 
     // ns[round][loop][config]: config 0 = off/out, 1 = off/in, 2 = on/out, 3 = on/in.
     let mut ns = vec![vec![[0u128; 4]; loops.len()]; rounds];
@@ -126,7 +139,7 @@ fn main() {
             for (i, (kind, n, arg)) in loops.iter().enumerate() {
                 let base = if agent_on { 2 } else { 0 };
                 let best = |cg: Option<&Path>| {
-                    (0..REPEATS)
+                    (0..repeats)
                         .map(|_| run(cg, kind, *n, arg))
                         .min()
                         .unwrap_or(u128::MAX)
@@ -136,11 +149,23 @@ fn main() {
             }
             drop(agent);
         }
-        eprintln!("round {} of {rounds} done", round + 1);
+        // Per round as it goes, so a run cut short still leaves its numbers.
+        let line: Vec<String> = loops
+            .iter()
+            .zip(slot.iter())
+            .map(|((kind, _, _), c)| {
+                format!(
+                    "{kind} out {:.3} in {:.3}",
+                    c[2] as f64 / c[0] as f64,
+                    c[3] as f64 / c[1] as f64
+                )
+            })
+            .collect();
+        eprintln!("round {} of {rounds}: {}", round + 1, line.join(", "));
     }
     let kernel = std::env::var("AIRLOCK_VM_KERNEL").unwrap_or_else(|_| "host".into());
     println!(
-        "gates bench (kernel {kernel}, {rounds} on/off rounds, best of {REPEATS} runs each; ratio = median of the rounds [min-max])"
+        "gates bench (kernel {kernel}, {rounds} on/off rounds, best of {repeats} runs each; ratio = median of the rounds [min-max])"
     );
     println!(
         "{:<8} {:>7} {:>11} {:>11} {:>22} {:>22}",
