@@ -3,14 +3,17 @@
 //! scope doing non-sensitive work (an ordinary file, a loopback connect, an unwatched
 //! binary). Prints the ratios agent-on / agent-off. Not a test: nothing is asserted.
 //!
-//! Noise control (under TCG a single loop varies by ±10 %):
+//! Noise control:
+//! - `cargo xtask bench gates` boots the guest with QEMU's instruction counter as its clock
+//!   (`-icount`, one vCPU): guest nanoseconds count executed instructions, so other work
+//!   on the host cannot skew a loop (wall-clock ratios on a busy 2-core host ranged from
+//!   0.3 to 2.5). It does not model caches: the ratios are instruction-count overheads;
 //! - every round measures agent-off and agent-on back to back (the order alternates, so
 //!   drift favours neither) and yields one on/off ratio per loop and scope; the printed
 //!   ratio is the **median of the rounds' ratios**, with the lowest and highest beside it;
-//! - each loop runs long enough (about a second or more under TCG) that timer and
-//!   scheduler granularity vanish, and each measurement is the best of `REPEATS` runs;
-//! - everything is pinned to CPU 0 (the VM has one vCPU for this bench anyway), so
-//!   cross-CPU wakeups cost the same with the agent on and off.
+//! - each loop runs long enough that timer granularity vanishes, each measurement is the
+//!   best of `REPEATS` runs, and a failed run is repeated;
+//! - everything is pinned to CPU 0.
 
 use std::{
     net::TcpListener,
@@ -103,7 +106,10 @@ fn main() {
         ("exec", n / 500, ""),
     ]
     .into_iter()
-    .filter(|(kind, _, _)| only.as_deref().is_none_or(|o| o.split(',').any(|k| k == *kind)))
+    .filter(|(kind, _, _)| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|k| k == *kind))
+    })
     .collect();
     let rounds: usize = std::env::var("AIRLOCK_BENCH_ROUNDS")
         .ok()
