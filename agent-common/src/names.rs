@@ -4,6 +4,9 @@
 pub const MAP_SCOPE_CGROUPS: &str = "SCOPE_CGROUPS";
 /// Task ids (tid) that inherited scope through fork. `HashMap<u32, u32>`.
 pub const MAP_SCOPE_TASKS: &str = "SCOPE_TASKS";
+/// Bumped by user space after it adds to [`MAP_SCOPE_CGROUPS`] or [`MAP_SCOPE_TASKS`]:
+/// invalidates the per-task "out of scope" answers the gates cached. `Array<u64>`, 1 slot.
+pub const MAP_SCOPE_GEN: &str = "SCOPE_GEN";
 /// Binaries whose exec is held. `HashMap<InodeKey, u32>` (value: rule index, for events).
 pub const MAP_WATCHED_EXEC: &str = "WATCHED_EXEC";
 /// Verdicts waiting to be consumed by a restarted syscall. `HashMap<HoldKey, u32>`.

@@ -11,7 +11,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{DNS_CALLS, DNS_NAMES},
-    scope::current_in_scope,
+    scope::current_in_scope_uncached,
 };
 
 /// `struct addrinfo` (user ABI, x86_64): ai_family at 4, ai_addr at 24, ai_next at 40.
@@ -25,7 +25,7 @@ const AF_INET6: i32 = 10;
 /// match-proto: int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
 pub fn on_enter(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !current_in_scope((pid_tgid >> 32) as u32) {
+    if !current_in_scope_uncached((pid_tgid >> 32) as u32) {
         return;
     }
     let (Some(node), Some(res)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(3)) else {

@@ -5,8 +5,9 @@ use agent_common::{
     DnsCall, DnsKey, HoldKey, HostName, InodeKey, KernelOffsets, NetKey, Settings, SslPlain,
 };
 use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE},
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 #[map]
@@ -14,6 +15,59 @@ pub static SCOPE_CGROUPS: HashMap<u64, u32> = HashMap::pinned(1024, 0);
 
 #[map]
 pub static SCOPE_TASKS: HashMap<u32, u32> = HashMap::pinned(65536, 0);
+
+#[map]
+pub static SCOPE_GEN: Array<u64> = Array::pinned(1, 0);
+
+/// Per-task cache of the scope answer (see `scope::current_in_scope`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ScopeCache {
+    /// The cgroup the answer was computed in (an "out" answer holds only there).
+    pub cgroup: u64,
+    /// `SCOPE_GEN[0]` when the answer was computed (an "out" answer holds only then).
+    pub generation: u64,
+    /// 1: in scope (for good: scope is never taken back from a living task).
+    pub inside: u64,
+}
+
+/// A BTF-defined `BPF_MAP_TYPE_TASK_STORAGE` map: aya-ebpf 0.2.1 has inode, sk and cgroup
+/// storage but no task storage, so the definition is spelled out the way its
+/// `btf_map_def!` does it (the loader reads the map's type, key and value from BTF).
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; they are never
+// dereferenced, so sharing the static across CPUs shares nothing.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        Self {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The map pointer helpers take (relocated by the loader).
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut core::ffi::c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SCOPE_CACHE")]
+pub static SCOPE_CACHE: TaskStorage<ScopeCache> = TaskStorage::new();
 
 #[map]
 pub static WATCHED_EXEC: HashMap<InodeKey, u32> = HashMap::pinned(4096, 0);

@@ -49,7 +49,22 @@ struct RawConfig {
     files: RawFiles,
     #[serde(default)]
     pinning: RawPinning,
+    #[serde(default)]
+    rescan: RawRescan,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRescan {
+    /// Safety-net re-resolution of credential globs and scope cgroups, e.g. "30s". inotify
+    /// reports changes at once; this catches what it cannot see (network file systems,
+    /// symlink targets elsewhere, directories beyond the watch limit).
+    #[serde(default)]
+    interval: Option<String>,
+}
+
+/// `[rescan] interval` unless configured.
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,6 +343,8 @@ pub struct AgentConfig {
     pub protect: Vec<PathBuf>,
     /// `[pinning] dir`.
     pub pin_dir: PathBuf,
+    /// `[rescan] interval`: the safety-net re-resolution period.
+    pub rescan_interval: Duration,
 }
 
 /// The PATH used to resolve watched binary names when the config names none.
@@ -489,6 +506,16 @@ impl AgentConfig {
                 pin_dir.display()
             )));
         }
+        let rescan_interval = match &raw.rescan.interval {
+            None => DEFAULT_RESCAN,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| invalid(format!("rescan.interval `{text}`: {e}")))?,
+        };
+        if rescan_interval < Duration::from_secs(1)
+            || rescan_interval > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid("rescan.interval must be between 1s and 24h".into()));
+        }
         let masking = raw.masking;
         let auditor_public_key = match (masking.auditor_public_key, masking.seal_raw_context) {
             (Some(path), true) => Some(path),
@@ -522,6 +549,7 @@ impl AgentConfig {
             ));
         }
         Ok(Self {
+            rescan_interval,
             hold_at_first_send,
             pin_dir,
             egress_allow,
@@ -714,6 +742,19 @@ extra_detectors = [{ name = "ACME_TOKEN", regex = "acme_[a-z0-9]{20}", keywords 
         assert_eq!(allow, ["10.0.0.0/8", "2001:db8::1/128"]);
         assert_eq!(c.credentials, ["~/.aws/credentials", "/srv/**/.env"]);
         assert_eq!(c.protect.len(), 2);
+        assert_eq!(c.rescan_interval, DEFAULT_RESCAN);
+    }
+
+    #[test]
+    fn the_rescan_interval_is_configurable_and_bounded() {
+        let c = parse(&format!("{GOOD}[rescan]\ninterval = \"1h\"\n")).expect("valid");
+        assert_eq!(c.rescan_interval, Duration::from_secs(3600));
+        for bad in ["\"0s\"", "\"2d\"", "\"often\""] {
+            let err = parse(&format!("{GOOD}[rescan]\ninterval = {bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("rescan.interval"), "{err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::{
     btf::{self, BtfError},
     config::AgentConfig,
     context::Rules,
+    dirwatch::DirWatcher,
     egress,
     events::{self, Event},
     files::{self, FilesError},
@@ -268,32 +269,72 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         hub = %config.hub_url,
         "airlock agent ready"
     );
-    // Tell systemd (Type=notify) — and tests, which listen on NOTIFY_SOCKET — that the
-    // gates are attached.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     if gates.adopted {
         readopt(&mut coordinator);
     }
-    let mut known_cgroups: std::collections::HashSet<u64> = scope.iter().map(|s| s.id).collect();
-    let roots: Vec<_> = scope
-        .iter()
-        .take(config.scope_cgroups.len())
-        .cloned()
-        .collect();
-    let mut refresh = tokio::time::interval(REFRESH);
+    let mut scope_state = ScopeState {
+        roots: config.scope_cgroups.clone(),
+        known: scope.iter().map(|s| s.id).collect(),
+    };
+    // inotify first, then one re-resolve: whatever appeared between the start-up
+    // resolution and the watches is found now, everything later is reported.
+    let mut cred_watch = new_watcher("credential files");
+    let mut cgroup_watch = new_watcher("scope cgroups");
+    resync_credentials(&mut cred_watch, &mut coordinator);
+    scope_state.resync(
+        &mut cgroup_watch,
+        &mut gates.scope_cgroups,
+        &mut gates.scope_gen,
+    );
+    tracing::info!(
+        credential_dirs = cred_watch.as_ref().map_or(0, DirWatcher::len),
+        cgroup_dirs = cgroup_watch.as_ref().map_or(0, DirWatcher::len),
+        rescan = ?config.rescan_interval,
+        "watching for new credential files and scope sub-cgroups"
+    );
+    // Tell systemd (Type=notify) — and tests, which listen on NOTIFY_SOCKET — that the
+    // gates are attached and their rules follow the file system from here on.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut rescan = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.rescan_interval,
+        config.rescan_interval,
+    );
+    // A burst of events (an editor's save, `mkdir -p`, a unit starting) is resolved once.
+    let mut cred_due: Option<tokio::time::Instant> = None;
+    let mut cgroup_due: Option<tokio::time::Instant> = None;
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
     let why = loop {
         tokio::select! {
-            Some(msg) = rx.recv() => coordinator.handle(msg).await,
-            _ = sighup.recv() => coordinator.handle(Msg::ReloadPolicy("SIGHUP")).await,
-            _ = refresh.tick() => {
-                coordinator.refresh_credentials();
-                for cgroup in scope::descendant_cgroups(&roots) {
-                    if known_cgroups.insert(cgroup.id) {
-                        tracing::debug!(path = %cgroup.path.display(), "new scope sub-cgroup");
-                        let _ = gates.scope_cgroups.insert(cgroup.id, 1, 0);
-                    }
+            Some(msg) = rx.recv() => {
+                let reload = matches!(msg, Msg::ReloadPolicy(_));
+                coordinator.handle(msg).await;
+                if reload {
+                    // A new policy may name other credential globs: watch where they point.
+                    resync_credentials(&mut cred_watch, &mut coordinator);
                 }
+            }
+            _ = sighup.recv() => {
+                coordinator.handle(Msg::ReloadPolicy("SIGHUP")).await;
+                resync_credentials(&mut cred_watch, &mut coordinator);
+            }
+            () = changed(&mut cred_watch) => {
+                cred_due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+            }
+            () = changed(&mut cgroup_watch) => {
+                cgroup_due.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+            }
+            _ = tokio::time::sleep_until(cred_due.unwrap_or_else(far)), if cred_due.is_some() => {
+                cred_due = None;
+                resync_credentials(&mut cred_watch, &mut coordinator);
+            }
+            _ = tokio::time::sleep_until(cgroup_due.unwrap_or_else(far)), if cgroup_due.is_some() => {
+                cgroup_due = None;
+                scope_state.resync(&mut cgroup_watch, &mut gates.scope_cgroups, &mut gates.scope_gen);
+            }
+            _ = rescan.tick() => {
+                resync_credentials(&mut cred_watch, &mut coordinator);
+                scope_state.resync(&mut cgroup_watch, &mut gates.scope_cgroups, &mut gates.scope_gen);
             }
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
@@ -358,8 +399,123 @@ fn readopt(coordinator: &mut Coordinator) {
     }
 }
 
-/// How often credential globs and scope sub-cgroups are re-resolved.
-const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a burst of inotify events may last before the re-resolve runs.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A watcher, or `None` (logged) when inotify is unavailable: then only the periodic
+/// rescan finds changes.
+fn new_watcher(what: &str) -> Option<DirWatcher> {
+    DirWatcher::new()
+        .inspect_err(|error| {
+            tracing::warn!(%error, what, "no inotify; changes are found by the periodic rescan only");
+        })
+        .ok()
+}
+
+/// The next relevant event of `watcher`; never resolves without one. (It must not resolve
+/// for an irrelevant event either: `select!` would disable the branch until another
+/// branch fired.)
+async fn changed(watcher: &mut Option<DirWatcher>) {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-plans the credential watches, then re-resolves the globs (in that order, so a file
+/// created meanwhile is either found now or reported by its directory's watch).
+fn resync_credentials(watcher: &mut Option<DirWatcher>, coordinator: &mut Coordinator) {
+    let plan = |c: &Coordinator| {
+        let sets = &c.kernel.sets;
+        files::watch_plan(
+            sets.credential_patterns(),
+            &files::all_homes(),
+            &sets.credential_files(),
+        )
+    };
+    if let Some(w) = watcher.as_mut() {
+        w.apply(&plan(coordinator));
+    }
+    coordinator.refresh_credentials();
+    if let Some(w) = watcher.as_mut() {
+        // The directories of files found just now (symlink targets elsewhere).
+        w.apply(&plan(coordinator));
+    }
+}
+
+/// The configured scope cgroups and the ids (theirs and their sub-cgroups') in the kernel.
+struct ScopeState {
+    roots: Vec<std::path::PathBuf>,
+    known: std::collections::HashSet<u64>,
+}
+
+impl ScopeState {
+    /// Re-resolves the configured cgroups (a unit restart re-creates its cgroup under a
+    /// new id) and their sub-cgroups, watches the tree, and brings the kernel map up to
+    /// date: new ids added, ids of removed cgroups dropped (they can hold no process).
+    fn resync(
+        &mut self,
+        watcher: &mut Option<DirWatcher>,
+        map: &mut aya::maps::HashMap<aya::maps::MapData, u64, u32>,
+        generation: &mut aya::maps::Array<aya::maps::MapData, u64>,
+    ) {
+        let roots: Vec<_> = self
+            .roots
+            .iter()
+            .filter_map(|p| scope::resolve(p).ok())
+            .collect();
+        let mut plan = crate::dirwatch::WatchPlan::default();
+        // The configured cgroups' parents, for a root that is removed and created again.
+        for root in &self.roots {
+            let path = if root.is_absolute() {
+                root.clone()
+            } else {
+                scope::cgroup2_root().join(root)
+            };
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                plan.add_entry(dir, name);
+            }
+        }
+        plan.add_trees(roots.iter().map(|r| r.path.clone()));
+        if let Some(w) = watcher.as_mut() {
+            // Watch before listing: a sub-cgroup made meanwhile is listed or reported.
+            w.apply(&plan);
+        }
+        let mut all = roots.clone();
+        all.extend(scope::descendant_cgroups(&roots));
+        if let Some(w) = watcher.as_mut() {
+            plan.add_trees(all.iter().map(|c| c.path.clone()));
+            w.apply(&plan);
+        }
+        let now: std::collections::HashSet<u64> = all.iter().map(|c| c.id).collect();
+        let mut added = Vec::new();
+        for cgroup in &all {
+            if self.known.insert(cgroup.id) {
+                match map.insert(cgroup.id, 1, 0) {
+                    Ok(()) => added.push(cgroup),
+                    Err(error) => {
+                        tracing::error!(%error, path = %cgroup.path.display(), "cannot add scope cgroup")
+                    }
+                }
+            }
+        }
+        if !added.is_empty() {
+            // After the inserts: tasks that cached "out of scope" look again.
+            if let Err(error) = loader::bump_scope_generation(generation) {
+                tracing::error!(%error, "cannot invalidate cached scope answers");
+            }
+        }
+        for cgroup in added {
+            // Logged last: from this line on, the cgroup's tasks are in scope.
+            tracing::info!(path = %cgroup.path.display(), id = cgroup.id, "new scope cgroup");
+        }
+        let gone: Vec<u64> = self.known.difference(&now).copied().collect();
+        for id in gone {
+            let _ = map.remove(&id);
+            self.known.remove(&id);
+        }
+    }
+}
 
 /// The audit log's files as they are now (new rotations are not yet protected).
 fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

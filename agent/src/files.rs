@@ -4,7 +4,8 @@
 //! Globs are expanded for every user's home (`~/` → each home directory in /etc/passwd
 //! that exists, and /root), then each match is followed through symlinks to the file the
 //! kernel will open. Files that appear or are replaced later are picked up by
-//! [`CredentialSet::refresh`], which the daemon calls periodically.
+//! [`CredentialSet::refresh`], which the daemon calls when inotify reports a change in one
+//! of the directories [`watch_plan`] names, and on a slow safety-net timer.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -39,6 +40,12 @@ pub struct ResolvedFile {
 
 /// Home directories of the host's users that exist (deduplicated), /root included.
 pub fn homes() -> Vec<PathBuf> {
+    all_homes().into_iter().filter(|h| h.is_dir()).collect()
+}
+
+/// Every home directory /etc/passwd names (existing or not), /root included: a home
+/// created later is watched for from its first existing parent.
+pub fn all_homes() -> Vec<PathBuf> {
     let mut set = BTreeSet::new();
     set.insert(PathBuf::from("/root"));
     if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
@@ -52,7 +59,33 @@ pub fn homes() -> Vec<PathBuf> {
             }
         }
     }
-    set.into_iter().filter(|h| h.is_dir()).collect()
+    set.into_iter().collect()
+}
+
+/// The directories to watch so that files matching `patterns` are seen when they appear,
+/// are replaced or vanish: the globs' own directories (from the first existing parent
+/// down), the directories of the files already resolved (a symlink's target may live
+/// elsewhere), and /etc for `passwd` when a pattern expands `~/` (new users, new homes).
+pub fn watch_plan(
+    patterns: &[String],
+    homes: &[PathBuf],
+    resolved: &[ResolvedFile],
+) -> crate::dirwatch::WatchPlan {
+    let mut plan = crate::dirwatch::WatchPlan::default();
+    for pattern in patterns {
+        for expanded in expand(pattern, homes) {
+            plan.add_glob(&expanded);
+        }
+    }
+    for file in resolved {
+        if let (Some(dir), Some(name)) = (file.path.parent(), file.path.file_name()) {
+            plan.add_entry(dir, name);
+        }
+    }
+    if patterns.iter().any(|p| p.starts_with("~/")) {
+        plan.add_entry(Path::new("/etc"), std::ffi::OsStr::new("passwd"));
+    }
+    plan
 }
 
 /// Expands a leading `~/` to every home; other patterns are returned as they are.

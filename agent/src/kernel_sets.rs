@@ -173,6 +173,11 @@ impl<A: KernelSet<IpNet>, C: KernelSet<InodeKey>> KernelSets<A, C> {
         &self.allowed
     }
 
+    /// The credential globs in force (configuration and policy).
+    pub fn credential_patterns(&self) -> &[String] {
+        &self.credentials.patterns
+    }
+
     /// The credential files the kernel watches now.
     pub fn credential_files(&self) -> Vec<ResolvedFile> {
         self.credentials.files()
@@ -275,9 +280,14 @@ impl<A: KernelSet<IpNet>, C: KernelSet<InodeKey>> KernelSets<A, C> {
         match self.credentials.refresh() {
             Ok(diff) => {
                 for file in &diff.added {
-                    tracing::info!(path = %file.path.display(), pattern = %file.pattern, "credential file appeared");
-                    if let Err(error) = self.cred_map.add(&file.key) {
-                        tracing::error!(%error, path = %file.path.display(), "cannot watch credential file");
+                    // Logged after the insert: from this line on, opens of the file are held.
+                    match self.cred_map.add(&file.key) {
+                        Ok(()) => {
+                            tracing::info!(path = %file.path.display(), ino = file.key.ino, pattern = %file.pattern, "credential file appeared");
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, path = %file.path.display(), "cannot watch credential file");
+                        }
                     }
                 }
                 for key in &diff.removed {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod content;
 pub mod context;
 pub mod daemon;
+pub mod dirwatch;
 pub mod egress;
 pub mod events;
 pub mod files;

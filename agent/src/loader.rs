@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use agent_common::{AllowKey, InodeKey, KernelOffsets, names};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, RingBuf},
     programs::{Lsm, TracePoint, UProbe, links::FdLink},
 };
 
@@ -82,6 +82,8 @@ pub struct Gates {
     pub egress_allow: LpmTrie<MapData, [u8; 16], u32>,
     /// Scope cgroups, extended as sub-cgroups appear.
     pub scope_cgroups: HashMap<MapData, u64, u32>,
+    /// Bumped with [`bump_scope_generation`] after adding to the scope maps.
+    pub scope_gen: Array<MapData, u64>,
     /// True when a previous daemon's pinned gates were found and taken over.
     pub adopted: bool,
     /// Where the gates are pinned.
@@ -132,6 +134,18 @@ pub fn load(spec: &GateSpec<'_>) -> Result<Gates, LoadError> {
     result
 }
 
+/// Tells the gates that scope grew: every cached "out of scope" answer is recomputed at
+/// the task's next gated call. Call after adding to `SCOPE_CGROUPS` or `SCOPE_TASKS`.
+///
+/// # Errors
+/// The map update's error (the caller logs it: the next bump repairs it).
+pub fn bump_scope_generation<T: std::borrow::BorrowMut<MapData>>(
+    generation: &mut Array<T, u64>,
+) -> Result<(), aya::maps::MapError> {
+    let now = generation.get(&0, 0)?;
+    generation.set(0, now.wrapping_add(1), 0)
+}
+
 /// Removes the pins, so dropping the loaded object detaches everything (graceful stop).
 pub fn unpin(pin_dir: &std::path::Path) {
     if let Err(error) = std::fs::remove_dir_all(pin_dir) {
@@ -158,6 +172,9 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         .override_global(names::GLOBAL_OFFSETS, &spec.offsets, true)
         .override_global(names::GLOBAL_SETTINGS, &spec.settings, true)
         .default_map_pin_directory(&maps_dir)
+        // SCOPE_CACHE is task local storage, which aya has no user-space type for (only
+        // the programs use it).
+        .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(LoadError::Object)?;
     // The previous daemon's pid must not stay protected (it could be reused).
@@ -245,6 +262,7 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         cred_files: take_map(&mut ebpf, names::MAP_CRED_FILES)?,
         egress_allow: take_map(&mut ebpf, names::MAP_EGRESS_ALLOW)?,
         scope_cgroups: take_map(&mut ebpf, names::MAP_SCOPE_CGROUPS)?,
+        scope_gen: take_map(&mut ebpf, names::MAP_SCOPE_GEN)?,
         verdicts: take_map(&mut ebpf, names::MAP_VERDICTS)?,
         watched_exec: take_map(&mut ebpf, names::MAP_WATCHED_EXEC)?,
         pending: take_map(&mut ebpf, names::MAP_PENDING)?,
@@ -347,6 +365,18 @@ fn fill(ebpf: &mut Ebpf, spec: &GateSpec<'_>) -> Result<(), LoadError> {
             source,
         })?;
     }
+    // Pinned maps are shared with a previous daemon's programs and their cached answers.
+    let map = ebpf
+        .map_mut(names::MAP_SCOPE_GEN)
+        .ok_or(LoadError::NoMap(names::MAP_SCOPE_GEN))?;
+    let mut generation: Array<_, u64> = Array::try_from(map).map_err(|source| LoadError::Map {
+        map: names::MAP_SCOPE_GEN,
+        source,
+    })?;
+    bump_scope_generation(&mut generation).map_err(|source| LoadError::Map {
+        map: names::MAP_SCOPE_GEN,
+        source,
+    })?;
     let mut watched: HashMap<_, InodeKey, u32> = map_mut(ebpf, names::MAP_WATCHED_EXEC)?;
     for (index, binary) in spec.watched.iter().enumerate() {
         watched

@@ -128,12 +128,14 @@ pub struct GateSetup {
     pub dir: tempfile::TempDir,
 }
 
-/// The `[egress]`/`[files]` sections every gate test uses: `creds/*.key` under `dir` are
-/// credential files, and [`ALLOWED_V4`] is allowed.
+/// The `[egress]`/`[files]` sections every gate test uses: `creds/*.key` and
+/// `nested/*/deep/*.key` under `dir` are credential files, and [`ALLOWED_V4`] is allowed.
+/// The safety-net rescan is an hour: changes after start are seen through inotify only.
 pub fn gate_config(dir: &Path) -> String {
     format!(
-        "[egress]\nallow = [\"198.51.100.0/24\"]\n[files]\ncredentials = [{:?}]\n",
-        format!("{}/creds/*.key", dir.display())
+        "[egress]\nallow = [\"198.51.100.0/24\"]\n[files]\ncredentials = [{:?}, {:?}]\n[rescan]\ninterval = \"1h\"\n",
+        format!("{}/creds/*.key", dir.display()),
+        format!("{}/nested/*/deep/*.key", dir.display())
     )
 }
 

@@ -1,13 +1,14 @@
 //! Issue #3, credential files: opens of files matching the credential globs are held, by
 //! (dev, inode), whatever path reaches them — symlink, hard link, relative path,
 //! `/proc/self/root/...`, openat2, io_uring — and files that appear or are replaced after
-//! the agent started are picked up.
+//! the agent started, in directories that did not exist yet too, are picked up (through
+//! inotify: the tests' safety-net rescan is an hour).
 
-use std::{path::Path, process::Command};
+use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
 
 use airlock_proto::v1::ActionClass;
 use airlock_tests::{
-    gates::{GateSetup, assert_eperm, finish, settle, stdout, wait_stopped},
+    gates::{GateSetup, assert_eperm, eventually, finish, settle, stdout, wait_stopped},
     process,
 };
 
@@ -138,29 +139,73 @@ fn no_path_dodges_the_inode_match() {
     assert_eq!(stdout(&out), SECRET, "{out:?}");
 }
 
+/// Waits until the agent's log says `path` (as its inode is now) is a credential file: the
+/// line is written after the kernel map has the key. The gate config's safety-net rescan
+/// is an hour, so within `SLOW` only an inotify event can have led there.
+fn wait_picked_up(s: &GateSetup, path: &Path) {
+    let canon = path.canonicalize().expect("canonicalize");
+    let ino = std::fs::metadata(&canon).expect("stat").ino();
+    let want_path = format!("path={}", canon.display());
+    let want_ino = format!("ino={ino}");
+    eventually(
+        &format!("the agent to pick up {} (inode {ino})", canon.display()),
+        || {
+            s.agent.log_text().lines().any(|l| {
+                l.contains("credential file appeared")
+                    && l.contains(&want_path)
+                    && l.contains(&want_ino)
+            })
+        },
+    );
+}
+
+/// A read from scope of `path` is held; approved, it reads `content`.
+fn assert_held(s: &GateSetup, path: &Path, content: &str) {
+    let child = s.spawn(probe(), &["cat", &path.display().to_string()]);
+    let (request, file) = opened_file(s, child.id());
+    assert_eq!(file, path.display().to_string());
+    s.approve(&request);
+    assert_eq!(stdout(&finish(child)), content);
+}
+
 #[test]
 #[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
 fn files_that_appear_or_are_replaced_later_are_held() {
     let s = setup("files-later");
     let dir = s.dir.path();
-    // Appears after the agent started.
+
+    // (1) Appears after the agent started.
     let fresh = dir.join("creds/new.key");
     std::fs::write(&fresh, "NEW\n").expect("write");
-    // Replaced by rename (new inode), as credential helpers do.
+    wait_picked_up(&s, &fresh);
+    assert_held(&s, &fresh, "NEW\n");
+
+    // (2) Replaced by rename over it (new inode), as credential helpers and editors do.
+    let secret = dir.join("creds/aws.key");
+    let old_ino = std::fs::metadata(&secret).expect("stat").ino();
     let tmp = dir.join("creds/.aws.tmp");
     std::fs::write(&tmp, "ROTATED\n").expect("write");
-    std::fs::rename(&tmp, dir.join("creds/aws.key")).expect("rename");
-    // The agent re-resolves every 2 s.
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::fs::rename(&tmp, &secret).expect("rename");
+    assert_ne!(std::fs::metadata(&secret).expect("stat").ino(), old_ino);
+    wait_picked_up(&s, &secret);
+    assert_held(&s, &secret, "ROTATED\n");
 
-    for (path, content) in [
-        (fresh.clone(), "NEW\n"),
-        (dir.join("creds/aws.key"), "ROTATED\n"),
-    ] {
-        let child = s.spawn(probe(), &["cat", &path.display().to_string()]);
-        let (request, file) = opened_file(&s, child.id());
-        assert_eq!(file, path.display().to_string());
-        s.approve(&request);
-        assert_eq!(stdout(&finish(child)), content);
-    }
+    // (3) A directory tree that did not exist, made in one go, with the file written at
+    // once (before the agent can have watched the new directories).
+    let deep = dir.join("nested/project-a/deep");
+    std::fs::create_dir_all(&deep).expect("mkdir -p");
+    let nested = deep.join("id.key");
+    std::fs::write(&nested, "DEEP\n").expect("write");
+    wait_picked_up(&s, &nested);
+    assert_held(&s, &nested, "DEEP\n");
+
+    // Out of the glob: a file in the same new tree that does not match is never asked about.
+    let plain = deep.join("notes.txt");
+    std::fs::write(&plain, "plain\n").expect("write");
+    assert_eq!(
+        stdout(&finish(
+            s.spawn(probe(), &["cat", &plain.display().to_string()])
+        )),
+        "plain\n"
+    );
 }

@@ -236,3 +236,61 @@ fn a_restarted_agent_drops_what_its_configuration_no_longer_allows() {
         "the stale allowed prefix let nothing through"
     );
 }
+
+/// A cgroup made inside the scope cgroup by the test, emptied and removed first on drop.
+struct SubCgroup(std::path::PathBuf);
+
+impl Drop for SubCgroup {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_sub_cgroup_made_after_start_is_in_scope() {
+    use std::os::unix::fs::MetadataExt;
+    let s = GateSetup::start("scope-subcgroup", |_, dir| {
+        std::fs::write(dir.join("creds/sub.key"), "SUB\n").expect("write secret");
+    });
+    // After READY: the gate config's rescan is an hour, so only inotify can report it.
+    let sub = SubCgroup(s.cgroup.path.join("later-unit"));
+    std::fs::create_dir(&sub.0).expect("mkdir sub-cgroup");
+    let id = std::fs::metadata(&sub.0).expect("stat").ino();
+    let want = format!("id={id}");
+    eventually("the agent to add the new sub-cgroup", || {
+        s.agent
+            .log_text()
+            .lines()
+            .any(|l| l.contains("new scope cgroup") && l.contains(&want))
+    });
+    let secret = s.dir.path().join("creds/sub.key").display().to_string();
+    let child = process::spawn_in(&sub.0, Command::new(probe()).args(["cat", &secret]));
+    let request = s.request_for(ActionClass::Open, child.id());
+    let cgroup = request
+        .action
+        .as_ref()
+        .map(|a| a.cgroup.clone())
+        .unwrap_or_default();
+    assert!(
+        cgroup.ends_with("later-unit"),
+        "in the new sub-cgroup: {cgroup}"
+    );
+    s.deny(&request);
+    let out = finish(child);
+    assert_eperm(&out);
+    assert_eq!(stdout(&out), "");
+}

@@ -25,9 +25,13 @@ pub enum Command {
     Gates {
         #[arg(long, default_value = "6.12")]
         kernel: Kernel,
-        /// Iterations of the open loop (connect runs a tenth, exec a two-hundredth).
-        #[arg(long, default_value_t = 20_000)]
+        /// Iterations of the open loop (connect runs a twentieth, exec a five-hundredth).
+        #[arg(long, default_value_t = 100_000)]
         iterations: u32,
+        /// Time with the host's wall clock instead of QEMU's instruction counter (icount),
+        /// which is immune to host load but does not model cache misses.
+        #[arg(long)]
+        wall_clock: bool,
     },
     /// airlock-audit: durable appends/s under group commit, verify MB/s.
     Audit,
@@ -38,7 +42,11 @@ pub enum Command {
 pub fn run(cmd: &Command) -> Result<()> {
     match cmd {
         Command::Hold { count, kernel } => hold(*count, *kernel),
-        Command::Gates { kernel, iterations } => gates(*kernel, *iterations),
+        Command::Gates {
+            kernel,
+            iterations,
+            wall_clock,
+        } => gates(*kernel, *iterations, *wall_clock),
         Command::Audit => library_bench("airlock-audit", "audit"),
         Command::Mask => library_bench("airlock-mask", "mask"),
     }
@@ -87,7 +95,7 @@ fn hold(count: u32, kernel: Kernel) -> Result<()> {
 
 /// Runs the gate bench driver (tests/src/bin/gate_bench.rs) in the test VM: the gates only
 /// load under BPF LSM, which this machine kind refuses (DESIGN.md §10).
-fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
+fn gates(kernel: Kernel, iterations: u32, wall_clock: bool) -> Result<()> {
     build_airlock()?;
     let mut build = crate::test::cargo();
     build.args(["build", "-p", "airlock-tests", "--bins"]);
@@ -103,6 +111,20 @@ fn gates(kernel: Kernel, iterations: u32) -> Result<()> {
     // the other vCPU is idle than when a daemon keeps it busy, which makes "agent on" look
     // faster than "agent off". On one CPU both pay the same.
     spec.cpus = 1;
+    // Instruction counting: other VMs and builds on the host cannot skew the ratios (with
+    // the wall clock, a busy 2-core host gave on/off ratios anywhere from 0.3 to 2.5).
+    spec.icount = !wall_clock;
+    if spec.icount {
+        // fork+exec reads /bin/true over the guest's 9p root: the vCPU idles on host I/O
+        // and the instruction clock jumps over the wait by timer deadlines, which makes
+        // exec timings meaningless (measured: 0.005 to 18). Exec needs --wall-clock on a
+        // quiet host.
+        spec.env
+            .push(("AIRLOCK_BENCH_LOOPS".into(), "open,connect".into()));
+        println!("bench gates: instruction-count clock; exec is timed only with --wall-clock");
+    }
+    spec.env
+        .push(("AIRLOCK_VM_KERNEL".into(), kernel.label().into()));
     let outcome = vm::run_in_guest(&spec)?;
     if outcome.exit_code != 0 {
         bail!(

@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
+    /// Deterministic guest clock (QEMU icount: 1 ns per instruction, idle time skipped).
+    #[arg(long)]
+    pub icount: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -101,6 +104,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             spec.env = opts.env;
             spec.memory_mib = opts.memory;
             spec.cpus = opts.cpus;
+            spec.icount = opts.icount;
             let outcomes = run_matrix(&spec, &kernels)?;
             for o in &outcomes {
                 eprintln!("{}", summary(o));

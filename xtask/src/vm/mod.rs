@@ -129,6 +129,10 @@ pub struct GuestSpec {
     /// Extra kernel command-line arguments, e.g. `lsm=capability` to boot a kernel whose
     /// LSM list lacks `bpf` (for the agent's refusal test).
     pub kernel_args: Vec<String>,
+    /// Deterministic guest time (`-icount shift=0,sleep=off`, single-threaded TCG): the
+    /// guest clock counts executed instructions (1 ns each) and skips idle time, so timings
+    /// taken inside the guest do not depend on how busy the host is. For benchmarks.
+    pub icount: bool,
 }
 
 impl GuestSpec {
@@ -149,6 +153,7 @@ impl GuestSpec {
             cpus: 2,
             stream: Stream::On { prefix: None },
             kernel_args: Vec::new(),
+            icount: false,
         }
     }
 }

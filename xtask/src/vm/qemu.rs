@@ -318,7 +318,11 @@ fn qemu_args(
     }
     let mut args: Vec<String> = [
         "-accel",
-        "tcg,thread=multi",
+        if spec.icount {
+            "tcg,thread=single"
+        } else {
+            "tcg,thread=multi"
+        },
         "-cpu",
         "max",
         "-nodefaults",
@@ -331,6 +335,9 @@ fn qemu_args(
     .iter()
     .map(|a| (*a).to_owned())
     .collect();
+    if spec.icount {
+        args.extend(["-icount".into(), "shift=0,sleep=off".into()]);
+    }
     args.extend([
         "-m".into(),
         spec.memory_mib.to_string(),
