@@ -517,7 +517,8 @@ impl ScopeState {
     }
 }
 
-/// The audit log's files as they are now (new rotations are not yet protected).
+/// The audit log's files as they are now (later rotations are covered by the protected
+/// directory they are created in).
 fn audit_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .map(|entries| {
