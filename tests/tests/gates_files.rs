@@ -130,6 +130,51 @@ fn no_path_dodges_the_inode_match() {
         assert_eq!(stdout(&out), "", "{name}: nothing read");
     }
 
+    // The same dodges with the real tools: coreutils `cat` approved reads the secret, a Python
+    // `open()` denied fails with EPERM and reads nothing.
+    let python = airlock_tests::tools::tool("python3");
+    let read_py = "import sys; sys.stdout.write(open(sys.argv[1]).read())";
+    let dodges = [
+        (d("innocent-link"), None),
+        (d("innocent-hardlink"), None),
+        ("creds/aws.key".to_owned(), Some(dir)),
+        (format!("/proc/self/root{}", secret.display()), None),
+    ];
+    for (path, cwd) in dodges {
+        for approve in [true, false] {
+            let mut cmd = if approve {
+                let mut cat = Command::new("/bin/cat");
+                cat.arg(&path);
+                cat
+            } else {
+                let mut py = Command::new(&python);
+                py.args(["-c", read_py, &path]);
+                py
+            };
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let child = process::spawn_in(&s.cgroup.path, &mut cmd);
+            let (request, _) = opened_file(&s, child.id());
+            if approve {
+                s.approve(&request);
+                let out = finish(child);
+                assert!(out.status.success(), "cat {path}: {out:?}");
+                assert_eq!(stdout(&out), SECRET, "cat {path}");
+            } else {
+                s.deny(&request);
+                let out = finish(child);
+                assert!(!out.status.success(), "python {path}: {out:?}");
+                assert_eq!(stdout(&out), "", "python {path}: nothing read");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("PermissionError") && err.contains("Operation not permitted"),
+                    "python {path}: {err}"
+                );
+            }
+        }
+    }
+
     // io_uring: refused until approved, then the retry reads the file.
     let child = s.spawn(probe(), &["uring-open", &secret.display().to_string()]);
     let (request, file) = opened_file(&s, child.id());
