@@ -246,12 +246,16 @@ fn load_pinned(spec: &GateSpec<'_>, adopted: bool) -> Result<Gates, LoadError> {
         }
     };
 
-    // Like host names, HTTPS naming is context: without libssl, TLS is named by SNI.
-    let libssl = attach_ssl_probes(&mut ebpf);
-    if libssl.is_empty() {
-        tracing::warn!(
-            "no OpenSSL library found to probe; HTTPS held at first send is named by SNI only"
-        );
+    // Like host names, HTTPS naming is context: without libssl, TLS is named by SNI. Only the
+    // first-send gate reads it, and the probes trap every process's SSL_write (in scope or
+    // not), so with holds at connect they are not attached at all.
+    if spec.settings.defer_tcp_to_first_send != 0 {
+        let libssl = attach_ssl_probes(&mut ebpf);
+        if libssl.is_empty() {
+            tracing::warn!(
+                "no OpenSSL library found to probe; HTTPS held at first send is named by SNI only"
+            );
+        }
     }
 
     Ok(Gates {
