@@ -527,6 +527,20 @@ impl Coordinator {
         }
     }
 
+    /// Asks the hub with the rule the gate itself named (watched binary, unlisted
+    /// destination, credential file, unknown executable) and the agent's `ttl`.
+    fn ask_with_the_gates_rule(&self, raw: &ActionContext) -> Judgement {
+        Judgement::Ask {
+            rule: raw.rule_id.clone(),
+            reason: raw.rule_reason.clone(),
+            severity: raw.severity.clone(),
+            requirements: Requirements {
+                ttl_seconds: self.ttl.as_secs().max(1) as u32,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Asks the policy. Without one, every caught action asks the hub with the gate's own
     /// rule (watched binary, unlisted destination, credential file) and `ttl`.
     ///
@@ -535,30 +549,14 @@ impl Coordinator {
     /// (normally allow, since the kernel only holds watched tools) does not: it asks.
     fn judge(&self, held: &HeldAction, raw: &ActionContext, unknown_content: bool) -> Judgement {
         let Some(gate) = &self.policy else {
-            return Judgement::Ask {
-                rule: raw.rule_id.clone(),
-                reason: raw.rule_reason.clone(),
-                severity: raw.severity.clone(),
-                requirements: Requirements {
-                    ttl_seconds: self.ttl.as_secs().max(1) as u32,
-                    ..Default::default()
-                },
-            };
+            return self.ask_with_the_gates_rule(raw);
         };
         let decision = gate.evaluate(&policy_action(held, raw));
         if unknown_content
             && decision.rule_id.is_none()
             && decision.mode == airlock_policy::Mode::Enforce
         {
-            return Judgement::Ask {
-                rule: raw.rule_id.clone(),
-                reason: raw.rule_reason.clone(),
-                severity: raw.severity.clone(),
-                requirements: Requirements {
-                    ttl_seconds: self.ttl.as_secs().max(1) as u32,
-                    ..Default::default()
-                },
-            };
+            return self.ask_with_the_gates_rule(raw);
         }
         let rule = decision
             .rule_id

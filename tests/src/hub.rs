@@ -76,6 +76,18 @@ impl Hub {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Approves or denies request `id` from the CLI as `principal`, member of `groups`.
+    pub fn decide(&self, principal: &str, groups: &str, id: &str, approve: bool) {
+        if approve {
+            self.cli_ok(principal, &["--groups", groups, "approve", id]);
+        } else {
+            self.cli_ok(
+                principal,
+                &["--groups", groups, "deny", id, "--reason", "test"],
+            );
+        }
+    }
+
     pub async fn approver(&self, principal: &str) -> Approver {
         let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
             .expect("url")

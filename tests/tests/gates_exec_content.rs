@@ -219,17 +219,7 @@ fn copies_and_memfd_execs_are_held_and_named_after_the_tool() {
     assert_eq!(action.binary, text(&exporter));
     assert_eq!(action.rule_id, "exports-ask");
     assert_eq!(action.argv, ["payload", "from", "memfd"]);
-    s.hub.cli_ok(
-        "alice",
-        &[
-            "--groups",
-            "oncall",
-            "deny",
-            &request.id,
-            "--reason",
-            "test",
-        ],
-    );
+    s.hub.decide("alice", "oncall", &request.id, false);
     let out = finish(spawned.join().expect("thread"));
     assert_eq!(stdout(&out), format!("errno {}\n", libc::EPERM), "{out:?}");
 

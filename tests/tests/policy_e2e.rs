@@ -346,21 +346,7 @@ fn reloads_rewrite_the_kernel_allow_list_and_credential_files_live() {
                 .as_ref()
                 .is_some_and(|a| a.actor.as_ref().is_some_and(|p| p.pid == pid))
         }));
-        if approve {
-            hub.cli_ok("alice", &["--groups", "oncall", "approve", &request.id]);
-        } else {
-            hub.cli_ok(
-                "alice",
-                &[
-                    "--groups",
-                    "oncall",
-                    "deny",
-                    &request.id,
-                    "--reason",
-                    "test",
-                ],
-            );
-        }
+        hub.decide("alice", "oncall", &request.id, approve);
         finish(child)
     };
     // Runs `args` and expects the kernel to pass it without telling user space.
