@@ -19,6 +19,15 @@ fn probe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_gate_probe"))
 }
 
+/// The cgroup the request says its actor ran in.
+fn cgroup_of(request: &airlock_proto::v1::ApprovalRequest) -> String {
+    request
+        .action
+        .as_ref()
+        .map(|a| a.cgroup.clone())
+        .unwrap_or_default()
+}
+
 #[test]
 #[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
 fn a_double_forked_setsid_daemon_is_still_held() {
@@ -67,11 +76,7 @@ fn moving_to_another_cgroup_does_not_unwatch() {
         ],
     );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let cgroup = request
-        .action
-        .as_ref()
-        .map(|a| a.cgroup.clone())
-        .unwrap_or_default();
+    let cgroup = cgroup_of(&request);
     assert!(
         cgroup.contains("scope-move-elsewhere"),
         "it did move: {cgroup}"
@@ -280,11 +285,7 @@ fn a_sub_cgroup_made_after_start_is_in_scope() {
     let secret = s.dir.path().join("creds/sub.key").display().to_string();
     let child = process::spawn_in(&sub.0, Command::new(probe()).args(["cat", &secret]));
     let request = s.request_for(ActionClass::Open, child.id());
-    let cgroup = request
-        .action
-        .as_ref()
-        .map(|a| a.cgroup.clone())
-        .unwrap_or_default();
+    let cgroup = cgroup_of(&request);
     assert!(
         cgroup.ends_with("later-unit"),
         "in the new sub-cgroup: {cgroup}"
