@@ -9,7 +9,7 @@
 //! syscall returns (`sys_exit_execve*` clears it, success or failure).
 
 use agent_common::{
-    EventKind, ExecEvent, ExecOrigin, HoldKey, InodeKey, PATH_LEN,
+    EventKind, ExecEvent, ExecOrigin, HoldKey, PATH_LEN,
     event::{ARGV_BUF_LEN, ARGV_MAX_ARGS, ARGV_READ_LIMIT},
 };
 use aya_ebpf::{
@@ -54,11 +54,8 @@ pub fn check(ctx: &LsmContext) -> i32 {
     let (file, binary, nlink) = unsafe {
         let file = *(bprm.add(off.bprm_file as usize) as *const *const u8);
         let inode = *(file.add(off.file_f_inode as usize) as *const *const u8);
-        let ino = *(inode.add(off.inode_i_ino as usize) as *const u64);
-        let sb = *(inode.add(off.inode_i_sb as usize) as *const *const u8);
-        let dev = *(sb.add(off.sb_s_dev as usize) as *const u32);
         let nlink = *(inode.add(off.inode_i_nlink as usize) as *const u32);
-        (file, InodeKey::new(dev, ino), nlink)
+        (file, crate::protect_fs::inode_key(inode), nlink)
     };
     // SAFETY: presence tests only.
     if unsafe { EXEC_APPROVED.get(&tgid).is_some() } {

@@ -4,9 +4,7 @@
 //! Files are matched by (dev, inode), so symlinks, hard links, relative paths,
 //! `/proc/self/root/...`, `openat2` and io_uring opens all reach the same key.
 
-use agent_common::{
-    EventKind, FileEvent, HoldKey, HoldMode, Hook, InodeKey, PATH_LEN, names::PROTECTED_DIR,
-};
+use agent_common::{EventKind, FileEvent, HoldKey, HoldMode, Hook, PATH_LEN, names::PROTECTED_DIR};
 use aya_ebpf::{
     bindings::path,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_d_path},
@@ -42,12 +40,9 @@ pub fn check(ctx: &LsmContext) -> i32 {
     // SAFETY: direct BTF loads along file->f_inode->{i_ino, i_sb->s_dev} and f_mode/f_flags.
     let (key, mode, flags) = unsafe {
         let inode = *(file.add(off.file_f_inode as usize) as *const *const u8);
-        let ino = *(inode.add(off.inode_i_ino as usize) as *const u64);
-        let sb = *(inode.add(off.inode_i_sb as usize) as *const *const u8);
-        let dev = *(sb.add(off.sb_s_dev as usize) as *const u32);
         let mode = *(file.add(off.file_f_mode as usize) as *const u32);
         let flags = *(file.add(off.file_f_flags as usize) as *const u32);
-        (InodeKey::new(dev, ino), mode, flags)
+        (protect_fs::inode_key(inode), mode, flags)
     };
     if mode & FMODE_WRITE != 0 || flags & O_TRUNC != 0 {
         // SAFETY: `f_path.dentry` (8 bytes into `struct path`) is a BTF load.
