@@ -66,14 +66,31 @@ pub fn start_with_policy(
     name: &str,
     policy: &std::path::Path,
 ) -> (cgroup::TestCgroup, hub::Hub, agent::Agent) {
+    start(name, vec![], "2m", Some(policy))
+}
+
+/// A scope cgroup named `name`, a hub and an agent watching `tool` (no policy: it asks).
+pub fn start_watching(
+    name: &str,
+    tool: &std::path::Path,
+) -> (cgroup::TestCgroup, hub::Hub, agent::Agent) {
+    start(name, vec![tool.to_owned()], "120s", None)
+}
+
+fn start(
+    name: &str,
+    watch: Vec<PathBuf>,
+    ttl: &str,
+    policy: Option<&std::path::Path>,
+) -> (cgroup::TestCgroup, hub::Hub, agent::Agent) {
     let cgroup = cgroup::TestCgroup::new(name);
     let hub = hub::Hub::start("300s");
     let agent = agent::Agent::start(&agent::AgentSpec {
         hub_url: &hub.url,
         cgroup: &cgroup.path,
-        watch: vec![],
-        ttl: "2m",
-        policy: Some(policy),
+        watch,
+        ttl,
+        policy,
     });
     (cgroup, hub, agent)
 }

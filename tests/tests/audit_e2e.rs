@@ -12,20 +12,10 @@ use std::{
 
 use airlock_proto::v1::ApprovalRequest;
 use airlock_tests::{
-    SLOW,
-    agent::{Agent, AgentSpec},
-    airlock_bin, airlock_of,
-    cgroup::TestCgroup,
-    hub::Hub,
+    SLOW, airlock_bin, airlock_of,
+    gates::runtime,
     process::{spawn_held, tool_copy},
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn audit(args: &[&str], dir: &Path, key: &Path) -> Output {
     Command::new(airlock_bin())
@@ -81,15 +71,7 @@ fn is_for<'a>(tool: &'a Path, marker: &'a str) -> impl Fn(&ApprovalRequest) -> b
 fn approved_and_denied_execs_are_audited_and_the_chain_verifies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = tool_copy(dir.path(), "export-tool", "/bin/echo");
-    let cgroup = TestCgroup::new("audit-e2e");
-    let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![tool.clone()],
-        ttl: "120s",
-        policy: None,
-    });
+    let (cgroup, hub, agent) = airlock_tests::start_watching("audit-e2e", &tool);
 
     let approved = spawn_held(&tool, &["first"], &cgroup.path);
     let denied = spawn_held(&tool, &["second"], &cgroup.path);

@@ -18,6 +18,7 @@ use airlock_tests::{
     agent::{Agent, AgentSpec},
     airlock_of,
     cgroup::TestCgroup,
+    gates::runtime,
     hub::Hub,
     process::{self, tool_copy},
     wait_for,
@@ -50,13 +51,6 @@ fn setup(name: &str, ttl: &str) -> Setup {
         tool,
         _dir: dir,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// Spawns in a thread: std's `spawn` waits until the child's exec succeeded or failed, and

@@ -9,10 +9,7 @@ use std::{
 use airlock_proto::v1::{ActionClass, RequestState};
 use airlock_tests::{
     SLOW,
-    agent::{Agent, AgentSpec},
-    cgroup::TestCgroup,
     gates::{finish, runtime, stdout},
-    hub::Hub,
     process::tool_copy,
 };
 
@@ -23,15 +20,7 @@ fn wrappers_and_links_do_not_dodge_the_exec_gate() {
     let tool = tool_copy(dir.path(), "export-tool", "/bin/echo");
     let linked = dir.path().join("renamed-copy");
     std::fs::hard_link(&tool, &linked).expect("hard link");
-    let cgroup = TestCgroup::new("exec-wrappers");
-    let hub = Hub::start("300s");
-    let _agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![tool.clone()],
-        ttl: "120s",
-        policy: None,
-    });
+    let (cgroup, hub, _agent) = airlock_tests::start_watching("exec-wrappers", &tool);
     let t = tool.display().to_string();
     let l = linked.display().to_string();
     let python = format!("import subprocess; subprocess.run([{t:?}, 'from', 'python'])");

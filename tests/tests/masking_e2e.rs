@@ -9,10 +9,9 @@ use std::process::{Command, Output};
 
 use airlock_tests::{
     SLOW,
-    agent::{Agent, AgentSpec},
+    agent::Agent,
     airlock_bin, airlock_of,
-    cgroup::TestCgroup,
-    hub::Hub,
+    gates::runtime,
     process::{spawn_held, tool_copy},
 };
 
@@ -22,13 +21,6 @@ const DB_PASSWORD: &str = "pa55word";
 const AWS_ID: &str = "AKIAZ7QPLM3XK4RT2WNB";
 const AWS_SECRET: &str = "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";
 const SECRETS: [&str; 4] = [PASSWORD, DB_PASSWORD, AWS_ID, AWS_SECRET];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn reveal(agent: &Agent, id: &str, key: &std::path::Path) -> Output {
     Command::new(airlock_bin())
@@ -59,15 +51,7 @@ fn assert_no_secret(what: &str, text: &str) {
 fn secrets_in_argv_are_masked_everywhere_and_revealed_only_to_auditors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = tool_copy(dir.path(), "db-export", "/bin/echo");
-    let cgroup = TestCgroup::new("masking-e2e");
-    let hub = Hub::start("300s");
-    let agent = Agent::start(&AgentSpec {
-        hub_url: &hub.url,
-        cgroup: &cgroup.path,
-        watch: vec![tool.clone()],
-        ttl: "120s",
-        policy: None,
-    });
+    let (cgroup, hub, agent) = airlock_tests::start_watching("masking-e2e", &tool);
 
     let aws_id = format!("AWS_ACCESS_KEY_ID={AWS_ID}");
     let aws_secret = format!("AWS_SECRET_ACCESS_KEY={AWS_SECRET}");
