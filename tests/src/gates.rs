@@ -347,6 +347,15 @@ impl GateSetup {
     }
 }
 
+/// The destination a connect/send request names.
+pub fn destination(request: &ApprovalRequest) -> airlock_proto::v1::Destination {
+    request
+        .action
+        .as_ref()
+        .and_then(|a| a.destination.clone())
+        .expect("the request names a destination")
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

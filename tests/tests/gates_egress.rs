@@ -6,8 +6,8 @@ use std::path::Path;
 
 use airlock_proto::v1::ActionClass;
 use airlock_tests::gates::{
-    ALLOWED_V4, EchoServer, GateSetup, HELD_V4, HELD_V6, assert_eperm, eventually, finish, settle,
-    stdout, wait_stopped,
+    ALLOWED_V4, EchoServer, GateSetup, HELD_V4, HELD_V6, assert_eperm, destination, eventually,
+    finish, settle, stdout, wait_stopped,
 };
 
 fn probe() -> &'static Path {
@@ -24,11 +24,7 @@ fn connect_v4_and_v6_are_held_then_approved_or_denied() {
     // IPv4, approved: completes with the server's real answer.
     let child = s.spawn(probe(), &["connect", HELD_V4, &port]);
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(
         (dest.address.as_str(), dest.port, dest.protocol.as_str()),
         (HELD_V4, server.port as u32, "tcp")
@@ -44,11 +40,7 @@ fn connect_v4_and_v6_are_held_then_approved_or_denied() {
     // IPv6, denied: EPERM, nothing reaches the server.
     let child = s.spawn(probe(), &["connect", HELD_V6, &port]);
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(dest.address, HELD_V6);
     s.deny(&request);
     let out = finish(child);
@@ -94,11 +86,7 @@ fn unconnected_udp_send_is_held() {
     let port = server.port.to_string();
     let child = s.spawn(probe(), &["udp-send", HELD_V4, &port, "dns-tunnel?"]);
     let request = s.request_for(ActionClass::Send, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(
         (dest.address.as_str(), dest.protocol.as_str()),
         (HELD_V4, "udp")
@@ -203,11 +191,7 @@ fn held_at_first_send_the_request_names_url_bucket_and_sni() {
         &["http", HELD_V4, &port, "/reports-q3/2026/data.csv", &host],
     );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(
         (dest.bucket.as_str(), dest.key.as_str()),
         ("reports-q3", "2026/data.csv")
@@ -235,11 +219,7 @@ fn held_at_first_send_the_request_names_url_bucket_and_sni() {
         &["http", HELD_V4, &port, "/anything-else/x", &host],
     );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(dest.bucket, "anything-else");
     s.deny(&request);
     assert_eperm(&finish(child));
@@ -255,11 +235,7 @@ fn held_at_first_send_the_request_names_url_bucket_and_sni() {
         ],
     );
     let request = s.request_for(ActionClass::Connect, child.id());
-    let dest = request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&request);
     assert_eq!(
         (dest.hostname.as_str(), dest.scheme.as_str()),
         ("exports.s3.eu-west-1.amazonaws.com", "https")

@@ -21,7 +21,9 @@ use airlock_tests::{
     airlock_of,
     cgroup::TestCgroup,
     free_port,
-    gates::{EchoServer, HELD_V4, HELD_V6, add_test_addresses, gate_config, runtime, settle},
+    gates::{
+        EchoServer, HELD_V4, HELD_V6, add_test_addresses, destination, gate_config, runtime, settle,
+    },
     hub::Hub,
     wait_for,
 };
@@ -424,11 +426,7 @@ fn a_follow_up_outside_the_approved_intent_is_a_new_request() {
 
     // Bucket B on the approved endpoint: not what was approved, so asked; denied.
     let to_b = s.request(is_connect_to("bucket-b"));
-    let dest = to_b
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination");
+    let dest = destination(&to_b);
     assert_eq!(dest.address, HELD_V4);
     s.hub
         .cli_ok("alice", &["deny", &to_b.id, "--reason", "not bucket-b"]);

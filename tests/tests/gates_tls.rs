@@ -10,13 +10,13 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use airlock_proto::v1::{ActionClass, ApprovalRequest, Destination};
+use airlock_proto::v1::ActionClass;
 use airlock_tests::{
     agent::{Agent, AgentSpec},
     cgroup::TestCgroup,
     gates::{
-        GateSetup, HELD_V4, add_test_addresses, finish, gate_config, runtime, settle, stdout,
-        wait_stopped,
+        GateSetup, HELD_V4, add_test_addresses, destination, finish, gate_config, runtime, settle,
+        stdout, wait_stopped,
     },
     hub::Hub,
     process,
@@ -192,14 +192,6 @@ fn requests_put(cgroup: &Path, server: &TlsServer, path: &str, body: &str) -> Ch
         cert = server.cert.display().to_string(),
     );
     process::spawn_in(cgroup, Command::new(python()).args(["-c", &script]))
-}
-
-fn destination(request: &ApprovalRequest) -> Destination {
-    request
-        .action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("destination")
 }
 
 #[test]

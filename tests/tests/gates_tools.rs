@@ -11,10 +11,11 @@ use std::{
     process::{Command, Output},
 };
 
-use airlock_proto::v1::{ActionClass, ApprovalRequest, RequestState};
+use airlock_proto::v1::{ActionClass, RequestState};
 use airlock_tests::{
     gates::{
-        GateOptions, GateSetup, HELD_V4, finish, finish_within, runtime, stdout, wait_stopped,
+        GateOptions, GateSetup, HELD_V4, destination, finish, finish_within, runtime, stdout,
+        wait_stopped,
     },
     process::{self, spawn_held},
     tools::{Moto, Postgres, STARTUP, TestCa, WebServer, aws, aws_env, test_bytes, tool},
@@ -22,13 +23,6 @@ use airlock_tests::{
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn destination(r: &ApprovalRequest) -> airlock_proto::v1::Destination {
-    r.action
-        .as_ref()
-        .and_then(|a| a.destination.clone())
-        .expect("the request names a destination")
 }
 
 /// Allow uploads to `reports-*` buckets; ask on-call about any other connection.
