@@ -4,7 +4,7 @@
 //! 2. the BPF LSM tests (`tests/tests/*`, `#[ignore]`d on ordinary hosts) as root against
 //!    real kernels: natively when this host runs BPF LSM, otherwise inside QEMU on Debian's
 //!    6.1 and 6.12 kernels, plus one boot of a kernel whose `lsm=` lacks `bpf` for the
-//!    refusal test;
+//!    refusal test, and the VM harness's own tests (`xtask/tests/guest.rs`);
 //! 3. the demo, approved by a scripted approver, with the real `aws` CLI against moto S3.
 //!
 //! A tier that cannot run is a failure, never a skip, unless the caller explicitly opts out
@@ -193,6 +193,18 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
                 });
             }
             if opts.filter.is_none() {
+                // The harness the tiers stand on: mounts, ports, timeouts, boot-panic retry.
+                let started = Instant::now();
+                let (ok, tally) = run_streaming(
+                    cargo().args(["test", "-p", "xtask", "--test", "guest", "--", "--ignored"]),
+                    None,
+                )?;
+                stages.push(Stage {
+                    name: "VM harness (QEMU boots, ports, timeouts, panics)".into(),
+                    tally,
+                    ok,
+                    time: started.elapsed(),
+                });
                 let started = Instant::now();
                 let exact: Vec<String> = NO_BPF_LSM_TESTS
                     .iter()

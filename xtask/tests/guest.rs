@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use xtask::vm::{Forward, GuestSpec, Kernel, Stream, run_in_guest};
+use xtask::vm::{BOOT_ATTEMPTS, BootPanic, Forward, GuestSpec, Kernel, Stream, run_in_guest};
 
 fn spec(kernel: Kernel, script: &str) -> GuestSpec {
     let mut spec = GuestSpec::new(kernel, ["sh", "-c", script]);
@@ -102,4 +102,31 @@ fn timeout_kills_the_guest() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+#[ignore = "boots QEMU: needs root and cargo xtask setup"]
+fn a_kernel_that_panics_while_booting_is_booted_again_then_reported() {
+    // No init in the initramfs: the kernel panics before the command could start.
+    let mut s = spec(Kernel::V6_12, "true");
+    s.kernel_args = vec!["rdinit=/airlock-no-such-init".to_owned()];
+    let err = run_in_guest(&s).expect_err("the guest cannot boot");
+    let panic = err
+        .downcast_ref::<BootPanic>()
+        .unwrap_or_else(|| panic!("not a boot panic: {err:#}"));
+    assert_eq!(panic.boots, BOOT_ATTEMPTS, "{panic}");
+    assert!(panic.console_tail.contains("Kernel panic"), "{panic}");
+}
+
+#[test]
+#[ignore = "boots QEMU: needs root and cargo xtask setup"]
+fn a_panic_after_the_command_started_is_not_retried() {
+    // A crash caused by what runs under test must surface at once, never be booted away.
+    let s = spec(Kernel::V6_12, "echo c >/proc/sysrq-trigger; sleep 30");
+    let err = run_in_guest(&s).expect_err("the guest crashes");
+    assert!(err.downcast_ref::<BootPanic>().is_none(), "{err:#}");
+    assert!(
+        err.to_string().contains("without reporting an exit code"),
+        "{err:#}"
+    );
 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 
 pub use kernel::{Kernel, KernelTree};
+pub use qemu::BootPanic;
 
 /// Host environment variables passed into the guest by default, when set.
 pub const DEFAULT_PASSTHROUGH_ENV: &[&str] = &["CI", "RUST_LOG", "RUST_BACKTRACE"];
@@ -208,10 +209,32 @@ pub fn prepare(kernel: Kernel) -> Result<(KernelTree, PathBuf)> {
 ///
 /// Fails when the kernel cannot be prepared, QEMU cannot start, the guest exceeds
 /// `spec.timeout` (QEMU is killed), or the guest powers off without reporting an exit code.
+/// A guest kernel that panics before the command starts is booted again, up to
+/// [`BOOT_ATTEMPTS`] boots in all, then reported as [`BootPanic`].
 pub fn run_in_guest(spec: &GuestSpec) -> Result<GuestOutcome> {
     let (tree, initrd) = prepare(spec.kernel)?;
-    qemu::boot(spec, &tree, &initrd)
+    let mut boots = 1;
+    loop {
+        match qemu::boot(spec, &tree, &initrd) {
+            Err(e) => match e.downcast::<qemu::BootPanic>() {
+                Ok(panic) if boots < BOOT_ATTEMPTS => {
+                    eprintln!(
+                        "vm: {panic}\nvm: booting again ({} of {BOOT_ATTEMPTS})",
+                        boots + 1
+                    );
+                    boots += 1;
+                }
+                Ok(panic) => return Err(qemu::BootPanic { boots, ..panic }.into()),
+                Err(other) => return Err(other),
+            },
+            ok => return ok,
+        }
+    }
 }
+
+/// Boots per run when the guest kernel panics before the command starts. Such a panic comes
+/// from the emulated machine, not from anything under test, which has not run yet.
+pub const BOOT_ATTEMPTS: u32 = 3;
 
 /// Runs the same spec on each kernel in turn, prefixing streamed lines with `[<kernel>] `
 /// when there is more than one.

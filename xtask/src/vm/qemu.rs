@@ -131,12 +131,23 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
             .trim()
             .parse::<i32>()
             .with_context(|| format!("bad exit-code file {s:?}"))?,
-        Err(_) => bail!(
-            "the guest on kernel {} stopped without reporting an exit code (QEMU {status}); {}{}",
-            spec.kernel,
-            tail(&console_log, 20),
-            String::from_utf8_lossy(&qemu_err).trim()
-        ),
+        Err(_) => {
+            let console_tail = tail(&console_log, 20);
+            if marker.get().is_none() && console_panicked(&console_log) {
+                return Err(BootPanic {
+                    kernel: spec.kernel.to_string(),
+                    boots: 1,
+                    console_tail,
+                }
+                .into());
+            }
+            bail!(
+                "the guest on kernel {} stopped without reporting an exit code (QEMU {status}); {}{}",
+                spec.kernel,
+                console_tail,
+                String::from_utf8_lossy(&qemu_err).trim()
+            )
+        }
     };
     let uptime = |name: &str| -> Option<f64> {
         fs::read_to_string(run_dir.join(name))
@@ -162,6 +173,35 @@ pub(super) fn boot(spec: &GuestSpec, tree: &KernelTree, initrd: &Path) -> Result
         command_time,
         total_time,
         run_dir,
+    })
+}
+
+/// The guest kernel panicked while booting, before the command started: nothing of ours
+/// ran yet, so the caller may boot again (TCG occasionally trips a boot-time fault).
+#[derive(Debug)]
+pub struct BootPanic {
+    pub kernel: String,
+    /// How many boots panicked in a row.
+    pub boots: u32,
+    pub console_tail: String,
+}
+
+impl std::fmt::Display for BootPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest kernel {} panicked while booting, before the command started ({} boot(s)); {}",
+            self.kernel, self.boots, self.console_tail
+        )
+    }
+}
+
+impl std::error::Error for BootPanic {}
+
+fn console_panicked(log: &Path) -> bool {
+    fs::read(log).is_ok_and(|text| {
+        text.windows(b"Kernel panic".len())
+            .any(|w| w == b"Kernel panic")
     })
 }
 
