@@ -33,6 +33,9 @@ pub enum Hook {
     LinkProtected = 11,
     /// Self-protection: a new file, directory, symlink or node in a protected directory.
     CreateProtected = 12,
+    /// Self-protection: chmod, chown, an extended attribute or inode flags (`chattr`) of a
+    /// protected file or directory, or of a name in a protected directory.
+    AttrProtected = 13,
 }
 
 impl Hook {
@@ -51,6 +54,7 @@ impl Hook {
             10 => Some(Self::RenameProtected),
             11 => Some(Self::LinkProtected),
             12 => Some(Self::CreateProtected),
+            13 => Some(Self::AttrProtected),
             _ => None,
         }
     }

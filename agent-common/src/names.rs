@@ -80,6 +80,18 @@ pub const LSM_HOOK_MKNOD: &str = "inode_mknod";
 /// LSM program on `path_truncate`: `truncate(2)` of the agent's files from scope.
 pub const PROG_TRUNCATE_CHECK: &str = "truncate_check";
 pub const LSM_HOOK_TRUNCATE: &str = "path_truncate";
+/// LSM programs keeping watched processes from changing the mode, owner, extended
+/// attributes or inode flags (`chattr`) of the agent's files.
+pub const PROG_CHMOD_CHECK: &str = "chmod_check";
+pub const LSM_HOOK_CHMOD: &str = "path_chmod";
+pub const PROG_CHOWN_CHECK: &str = "chown_check";
+pub const LSM_HOOK_CHOWN: &str = "path_chown";
+pub const PROG_SETXATTR_CHECK: &str = "setxattr_check";
+pub const LSM_HOOK_SETXATTR: &str = "inode_setxattr";
+pub const PROG_REMOVEXATTR_CHECK: &str = "removexattr_check";
+pub const LSM_HOOK_REMOVEXATTR: &str = "inode_removexattr";
+pub const PROG_IOCTL_CHECK: &str = "ioctl_check";
+pub const LSM_HOOK_IOCTL: &str = "file_ioctl";
 
 /// `DeniedEvent.detail` of `Hook::UnlinkProtected` / `Hook::CreateProtected`: which call.
 pub const DETAIL_UNLINK: u32 = 0;
@@ -88,6 +100,12 @@ pub const DETAIL_CREATE: u32 = 0;
 pub const DETAIL_MKDIR: u32 = 1;
 pub const DETAIL_SYMLINK: u32 = 2;
 pub const DETAIL_MKNOD: u32 = 3;
+/// `DeniedEvent.detail` of `Hook::AttrProtected`: which change.
+pub const DETAIL_CHMOD: u32 = 0;
+pub const DETAIL_CHOWN: u32 = 1;
+pub const DETAIL_SETXATTR: u32 = 2;
+pub const DETAIL_REMOVEXATTR: u32 = 3;
+pub const DETAIL_SETFLAGS: u32 = 4;
 
 /// [`MAP_PROTECTED_FILES`] value of a protected file.
 pub const PROTECTED_FILE: u32 = 1;

@@ -3,7 +3,8 @@
 //! protected directory (`PROTECTED_FILES` value `PROTECTED_DIR`). Directories are protected
 //! by inode, so files the daemon creates later (rotated audit files) are covered without
 //! user space adding them. Writes are denied on `file_open` (see `files.rs`), truncation by
-//! path on `path_truncate`.
+//! path on `path_truncate`. Changes of mode, owner, extended attributes and inode flags
+//! (`chattr +i` would stop the daemon appending to its audit log) are denied too.
 //!
 //! The `inode_*` hooks run for every path into the VFS (unlinkat, renameat2, io_uring), and,
 //! unlike `path_*`, do not depend on `CONFIG_SECURITY_PATH`. Their signatures are the same
@@ -148,11 +149,108 @@ pub fn truncate_check(ctx: LsmContext) -> i32 {
     0
 }
 
+/// match-proto: int security_path_chmod(const struct path *path, umode_t mode)
+#[lsm(hook = "path_chmod")]
+pub fn chmod_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: a BTF `struct path *` from the hook.
+    unsafe { attr_of_path(ctx.arg(0), DETAIL_CHMOD) }
+}
+
+/// match-proto: int security_path_chown(const struct path *path, kuid_t uid, kgid_t gid)
+#[lsm(hook = "path_chown")]
+pub fn chown_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: a BTF `struct path *` from the hook.
+    unsafe { attr_of_path(ctx.arg(0), DETAIL_CHOWN) }
+}
+
+/// match-proto: int security_inode_setxattr(struct mnt_idmap *idmap, struct dentry *dentry, const char *name, const void *value, size_t size, int flags)
+/// (6.1 passes a `struct user_namespace *` first: the dentry is the second argument on both)
+#[lsm(hook = "inode_setxattr")]
+pub fn setxattr_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(6);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: a BTF dentry pointer from the hook.
+    unsafe { attr_of_dentry(ctx.arg(1), DETAIL_SETXATTR) }
+}
+
+/// match-proto: int security_inode_removexattr(struct mnt_idmap *idmap, struct dentry *dentry, const char *name)
+#[lsm(hook = "inode_removexattr")]
+pub fn removexattr_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: a BTF dentry pointer from the hook.
+    unsafe { attr_of_dentry(ctx.arg(1), DETAIL_REMOVEXATTR) }
+}
+
+/// `FS_IOC_SETFLAGS` (`chattr`: +i would stop the daemon appending its audit log), its
+/// 32-bit form, and `FS_IOC_FSSETXATTR` (the same flags through `xfs_io`).
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
+/// match-proto: int security_file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+#[lsm(hook = "file_ioctl")]
+pub fn ioctl_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let cmd: u32 = ctx.arg(1);
+    if cmd != FS_IOC_SETFLAGS && cmd != FS_IOC32_SETFLAGS && cmd != FS_IOC_FSSETXATTR {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file->f_path.dentry` (8 bytes into `struct path`) is a BTF load.
+    unsafe {
+        let dentry = *(file.add(offsets().file_f_path as usize + 8) as *const *const u8);
+        attr_of_dentry(dentry, DETAIL_SETFLAGS)
+    }
+}
+
+/// chmod, chown and chattr by path.
+///
+/// # Safety
+/// `path` must be a BTF pointer to a `struct path`.
+#[inline(always)]
+unsafe fn attr_of_path(path: *const u8, detail: u32) -> i32 {
+    // SAFETY: `path->dentry` is 8 bytes into `struct path`, a BTF load.
+    unsafe { attr_of_dentry(*(path.add(8) as *const *const u8), detail) }
+}
+
+/// A change of mode, owner, extended attributes or inode flags of a protected file, a
+/// protected directory, or a name inside one.
+///
+/// # Safety
+/// `dentry` must be a BTF pointer to a dentry.
+#[inline(always)]
+unsafe fn attr_of_dentry(dentry: *const u8, detail: u32) -> i32 {
+    let Some(tgid) = watched() else { return 0 };
+    // SAFETY: a BTF dentry pointer (the caller's contract).
+    let (target, parent) = unsafe { (dentry_inode(dentry), parent_key(dentry)) };
+    if protection(&target) != 0 || protection(&parent) == PROTECTED_DIR {
+        return deny(tgid, Hook::AttrProtected, target, parent, dentry, detail);
+    }
+    0
+}
+
 // Which operation a denial was (the event's `detail`). Each entry point passes its own, which
 // also keeps their bodies distinct: LLVM would otherwise merge identical programs into calls
 // between them, which the 6.1 verifier refuses (a global function with a ctx argument).
 use agent_common::names::{
-    DETAIL_CREATE, DETAIL_MKDIR, DETAIL_MKNOD, DETAIL_RMDIR, DETAIL_SYMLINK, DETAIL_UNLINK,
+    DETAIL_CHMOD, DETAIL_CHOWN, DETAIL_CREATE, DETAIL_MKDIR, DETAIL_MKNOD, DETAIL_REMOVEXATTR,
+    DETAIL_RMDIR, DETAIL_SETFLAGS, DETAIL_SETXATTR, DETAIL_SYMLINK, DETAIL_UNLINK,
 };
 
 /// unlink and rmdir: `(struct inode *dir, struct dentry *dentry)`.

@@ -190,7 +190,8 @@ impl AuditTrail {
             | agent_common::Hook::UnlinkProtected
             | agent_common::Hook::RenameProtected
             | agent_common::Hook::LinkProtected
-            | agent_common::Hook::CreateProtected => airlock_audit::Action::FileOpen {
+            | agent_common::Hook::CreateProtected
+            | agent_common::Hook::AttrProtected => airlock_audit::Action::FileOpen {
                 path: self.redactor.masker().mask_text(&text("path")).text,
                 write: true,
             },

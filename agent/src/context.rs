@@ -350,6 +350,20 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
                 full_path()
             ),
         ),
+        agent_common::Hook::AttrProtected => (
+            "protect.attr",
+            format!(
+                "{} of {}",
+                match d.detail {
+                    agent_common::names::DETAIL_CHOWN => "chown",
+                    agent_common::names::DETAIL_SETXATTR => "setxattr",
+                    agent_common::names::DETAIL_REMOVEXATTR => "removexattr",
+                    agent_common::names::DETAIL_SETFLAGS => "chattr",
+                    _ => "chmod",
+                },
+                full_path()
+            ),
+        ),
         agent_common::Hook::Exec
         | agent_common::Hook::Connect
         | agent_common::Hook::Send
@@ -360,7 +374,8 @@ pub fn denied(d: &DeniedAction, protected: &[(std::path::PathBuf, InodeKey)]) ->
         agent_common::Hook::UnlinkProtected
         | agent_common::Hook::RenameProtected
         | agent_common::Hook::LinkProtected
-        | agent_common::Hook::CreateProtected => full_path(),
+        | agent_common::Hook::CreateProtected
+        | agent_common::Hook::AttrProtected => full_path(),
         agent_common::Hook::WriteProtected => write_path(),
         _ => d.path.clone(),
     };
@@ -478,5 +493,29 @@ mod tests {
             &protected,
         );
         assert_eq!(r["path"], "/var/log/airlock/audit-2.jsonl");
+        // Attribute changes name the call: the directory itself, or a name in it.
+        let r = super::denied(
+            &denied(
+                Hook::AttrProtected,
+                20,
+                3,
+                "airlock",
+                names::DETAIL_SETFLAGS,
+            ),
+            &protected,
+        );
+        assert_eq!(r["rule"], "protect.attr");
+        assert_eq!(r["what"], "chattr of /var/log/airlock");
+        let r = super::denied(
+            &denied(
+                Hook::AttrProtected,
+                78,
+                20,
+                "audit-0.jsonl",
+                names::DETAIL_CHOWN,
+            ),
+            &protected,
+        );
+        assert_eq!(r["what"], "chown of /var/log/airlock/audit-0.jsonl");
     }
 }

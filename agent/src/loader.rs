@@ -32,6 +32,11 @@ const LSM_GATES: &[(&str, &str)] = &[
     (names::PROG_SYMLINK_CHECK, names::LSM_HOOK_SYMLINK),
     (names::PROG_MKNOD_CHECK, names::LSM_HOOK_MKNOD),
     (names::PROG_TRUNCATE_CHECK, names::LSM_HOOK_TRUNCATE),
+    (names::PROG_CHMOD_CHECK, names::LSM_HOOK_CHMOD),
+    (names::PROG_CHOWN_CHECK, names::LSM_HOOK_CHOWN),
+    (names::PROG_SETXATTR_CHECK, names::LSM_HOOK_SETXATTR),
+    (names::PROG_REMOVEXATTR_CHECK, names::LSM_HOOK_REMOVEXATTR),
+    (names::PROG_IOCTL_CHECK, names::LSM_HOOK_IOCTL),
 ];
 
 /// The embedded object; empty when the build had no BPF toolchain (see build.rs).

@@ -2,10 +2,11 @@
 //! scope, `rm`, `mv` (away and over) and `ln -f` on the audit file, the policy file and a
 //! file created later in the audit directory fail with EPERM and are audited; so do new
 //! names in the audit directory, writes to and truncation of the later file, removing a
-//! pinned link and moving the audit directory. Outside the scope the same operations are not affected.
+//! pinned link and moving the audit directory, and chmod, chown, `chattr +i` and setxattr on
+//! them. Outside the scope the same operations are not affected.
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Output},
 };
@@ -49,6 +50,11 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
     std::fs::write(&evil, "tampered\n").expect("evil");
     let away = conf.path().join("away");
     let t = |p: &PathBuf| p.display().to_string();
+    let modes = |p: &PathBuf| {
+        let m = std::fs::metadata(p).expect("exists");
+        (m.mode(), m.uid())
+    };
+    let before: Vec<(u32, u32)> = [&audit, &rotated, &policy].map(modes).to_vec();
 
     for target in [&audit, &policy, &rotated] {
         let ino = std::fs::metadata(target).expect("exists").ino();
@@ -95,9 +101,47 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
             format!("mv {} {}", t(&agent.audit), t(&away)),
         ),
         ("rm a pinned link", format!("rm -f {}", t(&pinned_link))),
+        ("chmod", format!("chmod 000 {}", t(&audit))),
+        ("chmod a later file", format!("chmod 777 {}", t(&rotated))),
+        ("chown", format!("chown nobody {}", t(&policy))),
+        // +i on the log or its directory would stop the daemon appending and rotating.
+        ("chattr +i", format!("chattr +i {}", t(&audit))),
+        (
+            "chattr +i the directory",
+            format!("chattr +i {}", t(&agent.audit)),
+        ),
+        (
+            "setxattr",
+            format!(
+                "python3 -c 'import os; os.setxattr(\"{}\", \"trusted.airlock\", b\"1\")'",
+                t(&policy)
+            ),
+        ),
     ] {
         assert_refused(&sh(&cgroup.path, &script), what);
     }
+    assert_eq!(modes(&audit), before[0], "the audit file keeps its mode");
+    assert_eq!(modes(&rotated), before[1]);
+    assert_eq!(modes(&policy), before[2], "the policy keeps its owner");
+    let attrs = Command::new("lsattr")
+        .args(["-d", &t(&audit), &t(&agent.audit)])
+        .output()
+        .expect("lsattr");
+    assert!(
+        !String::from_utf8_lossy(&attrs.stdout)
+            .split_whitespace()
+            .any(|word| word.contains('i') && word.starts_with('-')),
+        "no immutable flag was set: {attrs:?}"
+    );
+    let xattrs = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.listxattr(sys.argv[1]))",
+            &t(&policy),
+        ])
+        .output()
+        .expect("listxattr");
+    assert_eq!(String::from_utf8_lossy(&xattrs.stdout).trim(), "[]");
     assert!(pinned_link.exists());
     assert!(!agent.audit.join("new").exists());
     assert_eq!(std::fs::read_to_string(&rotated).expect("rotated"), "{}\n");
@@ -109,6 +153,7 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
         "protect.link",
         "protect.create",
         "protect.write",
+        "protect.attr",
     ];
     eventually("every denial to be audited", || {
         let records = agent.audit_records();
@@ -135,6 +180,11 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
             .any(|r| r.contains("protect.rename") && r.contains(&t(&policy))),
         "the rename over the policy is recorded with its path"
     );
+    assert!(
+        text.iter().any(|r| r.contains("protect.attr")
+            && r.contains(&format!("\"path\":\"{}\"", t(&agent.audit)))),
+        "the chattr of the audit directory is recorded with its path: {text:#?}"
+    );
 
     // Outside the scope the same operations are not the gate's business.
     let moved = agent.audit.join("audit-0.jsonl.2");
@@ -143,9 +193,15 @@ fn the_agents_files_cannot_be_removed_or_replaced_from_scope() {
     std::fs::write(agent.audit.join("scratch"), "").expect("create out of scope");
     std::fs::remove_file(agent.audit.join("scratch")).expect("rm out of scope");
     // And in scope, files that are not the agent's are not affected.
+    std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(before[0].0))
+        .expect("chmod out of scope");
     let out = sh(
         &cgroup.path,
-        &format!("mv {} {} && rm {}", t(&evil), t(&away), t(&away)),
+        &format!(
+            "chmod 600 {evil} && chattr +a {evil} && chattr -a {evil} && mv {evil} {away} && rm {away}",
+            evil = t(&evil),
+            away = t(&away)
+        ),
     );
     assert!(out.status.success(), "{out:?}");
     drop(hub);
