@@ -152,46 +152,49 @@ pub fn truncate_check(ctx: LsmContext) -> i32 {
 /// match-proto: int security_path_chmod(const struct path *path, umode_t mode)
 #[lsm(hook = "path_chmod")]
 pub fn chmod_check(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
-    }
-    // SAFETY: a BTF `struct path *` from the hook.
-    unsafe { attr_of_path(ctx.arg(0), DETAIL_CHMOD) }
+    path_attr(&ctx, 2, DETAIL_CHMOD)
 }
 
 /// match-proto: int security_path_chown(const struct path *path, kuid_t uid, kgid_t gid)
 #[lsm(hook = "path_chown")]
 pub fn chown_check(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
-    if previous != 0 {
-        return previous;
-    }
-    // SAFETY: a BTF `struct path *` from the hook.
-    unsafe { attr_of_path(ctx.arg(0), DETAIL_CHOWN) }
+    path_attr(&ctx, 3, DETAIL_CHOWN)
 }
 
 /// match-proto: int security_inode_setxattr(struct mnt_idmap *idmap, struct dentry *dentry, const char *name, const void *value, size_t size, int flags)
 /// (6.1 passes a `struct user_namespace *` first: the dentry is the second argument on both)
 #[lsm(hook = "inode_setxattr")]
 pub fn setxattr_check(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(6);
-    if previous != 0 {
-        return previous;
-    }
-    // SAFETY: a BTF dentry pointer from the hook.
-    unsafe { attr_of_dentry(ctx.arg(1), DETAIL_SETXATTR) }
+    xattr(&ctx, 6, DETAIL_SETXATTR)
 }
 
 /// match-proto: int security_inode_removexattr(struct mnt_idmap *idmap, struct dentry *dentry, const char *name)
 #[lsm(hook = "inode_removexattr")]
 pub fn removexattr_check(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
+    xattr(&ctx, 3, DETAIL_REMOVEXATTR)
+}
+
+/// chmod and chown: `(const struct path *path, ...)`; the previous answer is `nargs`.
+#[inline(always)]
+fn path_attr(ctx: &LsmContext, nargs: usize, detail: u32) -> i32 {
+    let previous: i32 = ctx.arg(nargs);
+    if previous != 0 {
+        return previous;
+    }
+    let path: *const u8 = ctx.arg(0);
+    // SAFETY: `path->dentry` is 8 bytes into the hook's BTF `struct path`.
+    unsafe { attr_of_dentry(*(path.add(8) as *const *const u8), detail) }
+}
+
+/// set and remove xattr: `(idmap or user_namespace, struct dentry *dentry, ...)`.
+#[inline(always)]
+fn xattr(ctx: &LsmContext, nargs: usize, detail: u32) -> i32 {
+    let previous: i32 = ctx.arg(nargs);
     if previous != 0 {
         return previous;
     }
     // SAFETY: a BTF dentry pointer from the hook.
-    unsafe { attr_of_dentry(ctx.arg(1), DETAIL_REMOVEXATTR) }
+    unsafe { attr_of_dentry(ctx.arg(1), detail) }
 }
 
 /// `FS_IOC_SETFLAGS` (`chattr`: +i would stop the daemon appending its audit log), its
@@ -217,16 +220,6 @@ pub fn ioctl_check(ctx: LsmContext) -> i32 {
         let dentry = *(file.add(offsets().file_f_path as usize + 8) as *const *const u8);
         attr_of_dentry(dentry, DETAIL_SETFLAGS)
     }
-}
-
-/// chmod, chown and chattr by path.
-///
-/// # Safety
-/// `path` must be a BTF pointer to a `struct path`.
-#[inline(always)]
-unsafe fn attr_of_path(path: *const u8, detail: u32) -> i32 {
-    // SAFETY: `path->dentry` is 8 bytes into `struct path`, a BTF load.
-    unsafe { attr_of_dentry(*(path.add(8) as *const *const u8), detail) }
 }
 
 /// A change of mode, owner, extended attributes or inode flags of a protected file, a
