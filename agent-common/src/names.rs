@@ -129,6 +129,13 @@ pub const GLOBAL_SETTINGS: &str = "SETTINGS";
 /// TCP sockets let through at connect and held at their first send: `HashMap<u64, NetKey>`
 /// keyed by the `struct socket` address.
 pub const MAP_DEFERRED: &str = "DEFERRED";
+/// Sockets whose first send was denied: `LruHashMap<u64, u32>` keyed by the socket's inode
+/// number. Every later send and receive on them fails with EPERM, so a client that ignores
+/// the failed write (busybox `wget`) does not wait on a reply that cannot come.
+pub const MAP_SEVERED: &str = "SEVERED";
+/// LSM program on `socket_recvmsg`: receives on severed sockets.
+pub const PROG_RECV_CHECK: &str = "recv_check";
+pub const LSM_HOOK_RECV: &str = "socket_recvmsg";
 /// OpenSSL plaintext being written, by thread (`pid_tgid`): `LruHashMap<u64, SslPlain>`.
 /// Not pinned: per-thread state lives with the uprobes that fill it.
 pub const MAP_SSL_PLAIN: &str = "SSL_PLAIN";

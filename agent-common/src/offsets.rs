@@ -46,7 +46,8 @@ pub struct KernelOffsets {
     pub dentry_d_parent: u32,
     /// `dentry.d_name` (a `struct qstr`; its `name` pointer is 8 bytes in).
     pub dentry_d_name: u32,
-    pub _pad: u32,
+    /// `socket.file` (its inode number names a socket for as long as it lives).
+    pub socket_file: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 

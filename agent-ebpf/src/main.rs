@@ -42,6 +42,12 @@ pub fn sendmsg_check(ctx: LsmContext) -> i32 {
     net::check_sendmsg(&ctx)
 }
 
+/// match-proto: int security_socket_recvmsg(struct socket *sock, struct msghdr *msg, int size, int flags)
+#[lsm(hook = "socket_recvmsg")]
+pub fn recv_check(ctx: LsmContext) -> i32 {
+    net::check_recvmsg(&ctx)
+}
+
 /// match-proto: int security_file_open(struct file *file)
 #[lsm(hook = "file_open")]
 pub fn open_check(ctx: LsmContext) -> i32 {

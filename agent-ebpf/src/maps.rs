@@ -107,6 +107,11 @@ pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 #[map]
 pub static DEFERRED: HashMap<u64, NetKey> = HashMap::pinned(16384, 0);
 
+/// Keyed by socket inode number, not the `struct socket` address: a freed socket's address
+/// is reused by the next one, its inode number is not.
+#[map]
+pub static SEVERED: LruHashMap<u64, u32> = LruHashMap::pinned(16384, 0);
+
 /// Per-thread OpenSSL state (see `ssl.rs`). Not pinned: after a daemon restart the new
 /// uprobes start from empty maps, and a thread mid-handshake at the restart fails closed.
 #[map]
@@ -150,7 +155,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     dentry_d_inode: 0,
     dentry_d_parent: 0,
     dentry_d_name: 0,
-    _pad: 0,
+    socket_file: 0,
 };
 
 /// Filled in by the loader from the config; `.rodata`, frozen.

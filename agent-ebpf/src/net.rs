@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    hold,
-    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, SSL_PLAIN, TLS_PASSED, offsets, settings},
+    hold::{self, EPERM},
+    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, SEVERED, SSL_PLAIN, TLS_PASSED, offsets, settings},
     scope::current_in_scope,
     ssl,
     task::{self, NR_CONNECT, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO, fill_header},
@@ -114,7 +114,7 @@ pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
     if name.is_null() {
         // SAFETY: the value is a plain NetKey copied out.
         return match unsafe { DEFERRED.get(&(sock as u64)) }.copied() {
-            Some(dest) => first_send(tgid, sock as u64, &dest, ctx.arg(2)),
+            Some(dest) => first_send(tgid, sock as u64, socket_ino(sock), &dest, ctx.arg(2)),
             None => 0,
         };
     }
@@ -122,6 +122,38 @@ pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
         return 0;
     };
     gate(Hook::Send, tgid, &dest)
+}
+
+/// match-proto: int security_socket_recvmsg(struct socket *sock, struct msghdr *msg, int size, int flags)
+pub fn check_recvmsg(ctx: &LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !current_in_scope(tgid) {
+        return 0;
+    }
+    if unsafe { SEVERED.get(&socket_ino(ctx.arg(0))) }.is_some() {
+        return -EPERM;
+    }
+    0
+}
+
+/// The inode number of a `struct socket` (`/proc/PID/fd` shows it as `socket:[N]`); 0 for
+/// a kernel socket without a file.
+#[inline(always)]
+fn socket_ino(sock: *const u8) -> u64 {
+    let off = offsets();
+    // SAFETY: direct BTF loads along socket->file->f_inode->i_ino.
+    unsafe {
+        let file = *(sock.add(off.socket_file as usize) as *const *const u8);
+        if file.is_null() {
+            return 0;
+        }
+        let inode = *(file.add(off.file_f_inode as usize) as *const *const u8);
+        *(inode.add(off.inode_i_ino as usize) as *const u64)
+    }
 }
 
 /// Reads an IPv4/IPv6 destination; `None` for other families (unix, netlink, AF_UNSPEC
@@ -167,7 +199,12 @@ fn destination(sock: *const u8, addr: *const u8, addrlen: i32) -> Option<NetKey>
 /// A handshake run lazily by `SSL_write` is held at its ClientHello, with the plaintext.
 /// A ClientHello from anywhere else (static TLS stacks, Go) is held as before (SNI).
 #[inline(always)]
-fn first_send(tgid: u32, sock: u64, dest: &NetKey, size: i32) -> i32 {
+fn first_send(tgid: u32, sock: u64, ino: u64, dest: &NetKey, size: i32) -> i32 {
+    // SAFETY: only presence is read.
+    if ino != 0 && unsafe { SEVERED.get(&ino) }.is_some() {
+        // Denied once: the connection is dead, not asked about again.
+        return -EPERM;
+    }
     let nr = task::syscall_nr();
     let pid_tgid = bpf_get_current_pid_tgid();
     let plain = SSL_PLAIN.get_ptr(&pid_tgid);
@@ -191,6 +228,11 @@ fn first_send(tgid: u32, sock: u64, dest: &NetKey, size: i32) -> i32 {
         // Approved: the rest of this connection flows freely.
         let _ = DEFERRED.remove(&sock);
         let _ = TLS_PASSED.remove(&sock);
+    } else if answer == -EPERM && restartable && ino != 0 {
+        // Denied (or timed out, or failed closed): sever the connection. Not while held
+        // (-ERESTARTNOINTR), and not for io_uring and other non-restartable sends, whose
+        // retry an approval still lets through.
+        let _ = SEVERED.insert(&ino, &1, 0);
     }
     answer
 }

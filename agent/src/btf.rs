@@ -66,7 +66,7 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         dentry_d_inode: reader.offset("dentry", "d_inode")?,
         dentry_d_parent: reader.offset("dentry", "d_parent")?,
         dentry_d_name: reader.offset("dentry", "d_name")?,
-        _pad: 0,
+        socket_file: reader.offset("socket", "file")?,
     })
 }
 

@@ -19,6 +19,7 @@ const LSM_GATES: &[(&str, &str)] = &[
     (names::PROG_EXEC_CHECK, names::LSM_HOOK_EXEC),
     (names::PROG_CONNECT_CHECK, names::LSM_HOOK_CONNECT),
     (names::PROG_SENDMSG_CHECK, names::LSM_HOOK_SENDMSG),
+    (names::PROG_RECV_CHECK, names::LSM_HOOK_RECV),
     (names::PROG_OPEN_CHECK, names::LSM_HOOK_OPEN),
     (names::PROG_KILL_CHECK, names::LSM_HOOK_KILL),
     (names::PROG_PTRACE_CHECK, names::LSM_HOOK_PTRACE),

@@ -21,18 +21,22 @@ pub struct Named {
 /// endpoints: any HTTP request whose path has a first segment names a candidate bucket
 /// only when the host looks like S3 or the request is S3-shaped).
 pub fn name(payload: &[u8]) -> Named {
-    if let Some(sni) = tls_sni(payload) {
-        let mut named = Named {
+    if is_client_hello(payload) {
+        // A client talking TLS to an address sends no SNI (busybox, Go to an IP): still TLS.
+        let sni = tls_sni(payload);
+        return Named {
             scheme: Some("https".into()),
+            bucket: sni.as_deref().and_then(virtual_host_bucket),
+            hostname: sni,
             ..Default::default()
         };
-        if let Some(bucket) = virtual_host_bucket(&sni) {
-            named.bucket = Some(bucket);
-        }
-        named.hostname = Some(sni);
-        return named;
     }
     http(payload).unwrap_or_default()
+}
+
+/// A TLS handshake record (type 22, version 3.x) whose first message is a ClientHello.
+fn is_client_hello(p: &[u8]) -> bool {
+    p.len() >= 6 && p[0] == 22 && p[1] == 3 && p[5] == 1
 }
 
 /// Parses the plaintext a process handed OpenSSL's `SSL_write` (HTTPS): as [`name`]'s
@@ -239,16 +243,20 @@ mod tests {
         );
     }
 
-    /// A ClientHello as a client sends it, with only the server_name extension.
+    /// A ClientHello as a client sends it, with only the server_name extension (none for
+    /// an empty `sni`).
     pub fn client_hello(sni: &str) -> Vec<u8> {
         let name = sni.as_bytes();
-        let mut ext = vec![0, 0];
-        let list_len = (name.len() + 3) as u16;
-        ext.extend((list_len + 2).to_be_bytes());
-        ext.extend(list_len.to_be_bytes());
-        ext.push(0);
-        ext.extend((name.len() as u16).to_be_bytes());
-        ext.extend(name);
+        let mut ext = Vec::new();
+        if !name.is_empty() {
+            let list_len = (name.len() + 3) as u16;
+            ext.extend([0, 0]);
+            ext.extend((list_len + 2).to_be_bytes());
+            ext.extend(list_len.to_be_bytes());
+            ext.push(0);
+            ext.extend((name.len() as u16).to_be_bytes());
+            ext.extend(name);
+        }
         let mut body = vec![3, 3];
         body.extend([7u8; 32]);
         body.push(0); // session id
@@ -278,5 +286,18 @@ mod tests {
             None,
             "truncated"
         );
+    }
+
+    #[test]
+    fn a_client_hello_without_sni_is_still_tls() {
+        // What a client connecting to an address sends: no server_name extension.
+        assert_eq!(
+            name(&client_hello("")),
+            Named {
+                scheme: Some("https".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(name(b"\x16\x03").scheme, None, "too short to tell");
     }
 }

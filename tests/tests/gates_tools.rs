@@ -511,3 +511,133 @@ fn aws_through_python_sh_and_env_is_held_with_its_argv() {
         );
     }
 }
+
+/// Static binaries (Go's rclone, busybox) bring their own resolver and TLS: no libc or
+/// OpenSSL uprobe sees them. Held at the first send, they are named by what the kernel sees
+/// on the socket: the HTTP request (virtual-host S3 bucket and key) or the TLS ClientHello.
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
+    let busybox = Path::new("/bin/busybox");
+    let file = std::process::Command::new("file")
+        .arg(busybox)
+        .output()
+        .expect("file(1)");
+    assert!(
+        String::from_utf8_lossy(&file.stdout).contains("statically linked"),
+        "the test needs busybox-static: {file:?}"
+    );
+    let s = GateSetup::start_with("tools-static", "hold_at = \"first-send\"\n", |_, _| {});
+    let dir = s.dir.path();
+    let ca = TestCa::generate(dir, &[HELD_V4]);
+    let body: Vec<u8> = (0..3000).map(|i| b"static-served-body-"[i % 19]).collect();
+    let plain = WebServer::start(HELD_V4, None, body.clone());
+    let tls = WebServer::start(HELD_V4, Some(ca.server.clone()), body.clone());
+    let wget = |url: &str, host: Option<&str>| {
+        let mut cmd = Command::new(busybox);
+        cmd.args(["wget", "-q", "-O", "-", "--no-check-certificate"]);
+        if let Some(host) = host {
+            cmd.args(["--header", &format!("Host: {host}")]);
+        }
+        cmd.arg(url);
+        cmd
+    };
+    for approve in [true, false] {
+        // HTTP, virtual-host style: the bucket is in the Host header, the key in the path.
+        let what = format!("busybox wget http approve={approve}");
+        let seen = plain.requests().len();
+        let url = format!("http://{HELD_V4}:{}/2026/q3.csv", plain.port);
+        let child = process::spawn_in(
+            &s.cgroup.path,
+            &mut wget(&url, Some("reports-q3.s3.amazonaws.com")),
+        );
+        let request = s.request_within(ActionClass::Connect, child.id(), &[], STARTUP);
+        let dest = destination(&request);
+        assert_eq!(
+            (dest.address.as_str(), dest.port),
+            (HELD_V4, u32::from(plain.port)),
+            "{what}"
+        );
+        assert_eq!(
+            (dest.bucket.as_str(), dest.key.as_str()),
+            ("reports-q3", "2026/q3.csv"),
+            "{what}: {dest:?}"
+        );
+        let binary = request
+            .action
+            .as_ref()
+            .and_then(|a| a.actor.as_ref())
+            .map(|p| p.binary.clone())
+            .unwrap_or_default();
+        assert!(binary.ends_with("busybox"), "{what}: actor {binary:?}");
+        wait_stopped(child.id());
+        assert_eq!(
+            plain.requests().len(),
+            seen,
+            "{what}: nothing sent while held"
+        );
+        if approve {
+            s.approve(&request);
+        } else {
+            s.deny(&request);
+        }
+        let out = finish(child);
+        if approve {
+            assert!(out.status.success(), "{what}: {}", stderr(&out));
+            assert_eq!(out.stdout, body, "{what}: the served body");
+            assert_eq!(
+                plain.requests().last().map(String::as_str),
+                Some("GET /2026/q3.csv HTTP/1.1"),
+                "{what}"
+            );
+        } else {
+            // busybox ignores the failed write and reads the reply: the severed socket
+            // refuses that read at once, instead of leaving it waiting on the server.
+            assert!(!out.status.success(), "{what} must fail");
+            assert!(
+                stderr(&out).contains("Operation not permitted"),
+                "{what}: {}",
+                stderr(&out)
+            );
+            assert!(out.stdout.is_empty(), "{what}: no body");
+            assert_eq!(plain.requests().len(), seen, "{what}: no request");
+        }
+
+        // HTTPS with busybox's own TLS: held at the ClientHello, before any byte leaves.
+        let what = format!("busybox wget https approve={approve}");
+        let seen = tls.requests().len();
+        let url = format!("https://{HELD_V4}:{}/export/{approve}", tls.port);
+        let earlier: Vec<String> = s.requests().into_iter().map(|r| r.id).collect();
+        let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
+        let child = process::spawn_in(&s.cgroup.path, &mut wget(&url, None));
+        // busybox forks a child for its TLS, so the held process is that child (pid 0: any).
+        let request = s.request_within(ActionClass::Connect, 0, &earlier, STARTUP);
+        let dest = destination(&request);
+        assert_eq!(
+            (dest.address.as_str(), dest.port, dest.scheme.as_str()),
+            (HELD_V4, u32::from(tls.port), "https"),
+            "{what}: {dest:?}"
+        );
+        let held = request
+            .action
+            .as_ref()
+            .and_then(|a| a.actor.as_ref())
+            .map_or(0, |p| p.pid);
+        wait_stopped(held);
+        if approve {
+            s.approve(&request);
+        } else {
+            s.deny(&request);
+        }
+        let out = finish(child);
+        if approve {
+            assert!(out.status.success(), "{what}: {}", stderr(&out));
+            assert_eq!(out.stdout, body, "{what}: the served body");
+            assert_eq!(tls.requests().len(), seen + 1, "{what}");
+        } else {
+            assert!(!out.status.success(), "{what} must fail");
+            assert!(out.stdout.is_empty(), "{what}: no body");
+            assert_eq!(tls.requests().len(), seen, "{what}: no request");
+        }
+    }
+}
