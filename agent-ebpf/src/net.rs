@@ -134,6 +134,7 @@ pub fn check_recvmsg(ctx: &LsmContext) -> i32 {
     if !current_in_scope(tgid) {
         return 0;
     }
+    // SAFETY: only presence is read.
     if unsafe { SEVERED.get(&socket_ino(ctx.arg(0))) }.is_some() {
         return -EPERM;
     }
