@@ -126,8 +126,8 @@ pub const PROG_EXEC_DONE: &str = "exec_done";
 
 /// Global (`.rodata`) holding [`crate::Settings`].
 pub const GLOBAL_SETTINGS: &str = "SETTINGS";
-/// TCP sockets let through at connect and held at their first send: `HashMap<u64, NetKey>`
-/// keyed by the `struct socket` address.
+/// TCP sockets let through at connect and held at their first send: `HashMap<u64, Deferred>`
+/// keyed by the `struct socket` address (the value: destination and socket inode number).
 pub const MAP_DEFERRED: &str = "DEFERRED";
 /// Sockets whose first send was denied: `LruHashMap<u64, u32>` keyed by the socket's inode
 /// number. Every later send and receive on them fails with EPERM, so a client that ignores

@@ -104,8 +104,19 @@ pub static DNS_NAMES: LruHashMap<DnsKey, HostName> = LruHashMap::pinned(8192, 0)
 #[map]
 pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 
+/// A socket let through at connect, keyed by its `struct socket` address. That address is
+/// reused once the socket is freed (a denied or never-used socket leaves its entry behind),
+/// so the entry also carries the socket's inode number, which is not: a lookup from another
+/// socket at the same address (a later socketpair, an accepted socket) sees a mismatch.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Deferred {
+    pub dest: NetKey,
+    pub ino: u64,
+}
+
 #[map]
-pub static DEFERRED: HashMap<u64, NetKey> = HashMap::pinned(16384, 0);
+pub static DEFERRED: HashMap<u64, Deferred> = HashMap::pinned(16384, 0);
 
 /// Keyed by socket inode number, not the `struct socket` address: a freed socket's address
 /// is reused by the next one, its inode number is not.

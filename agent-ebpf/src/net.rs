@@ -20,7 +20,9 @@ use aya_ebpf::{
 
 use crate::{
     hold::{self, EPERM},
-    maps::{DEFERRED, EGRESS_ALLOW, EVENTS, SEVERED, SSL_PLAIN, TLS_PASSED, offsets, settings},
+    maps::{
+        DEFERRED, Deferred, EGRESS_ALLOW, EVENTS, SEVERED, SSL_PLAIN, TLS_PASSED, offsets, settings,
+    },
     scope::current_in_scope,
     ssl,
     task::{self, NR_CONNECT, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO, fill_header},
@@ -82,7 +84,16 @@ pub fn check_connect(ctx: &LsmContext) -> i32 {
         && EGRESS_ALLOW.get(Key::new(128, dest.addr)).is_none()
         // Let the handshake happen; the first byte of data waits for a human (see
         // `check_sendmsg`). A full map fails closed: hold at connect instead.
-        && DEFERRED.insert(&(sock as u64), &dest, 0).is_ok()
+        && DEFERRED
+            .insert(
+                &(sock as u64),
+                &Deferred {
+                    dest,
+                    ino: socket_ino(sock),
+                },
+                0,
+            )
+            .is_ok()
     {
         return 0;
     }
@@ -112,11 +123,17 @@ pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
     // No explicit destination: a connected socket, gated at connect — or let through
     // there and held now, at its first send.
     if name.is_null() {
-        // SAFETY: the value is a plain NetKey copied out.
-        return match unsafe { DEFERRED.get(&(sock as u64)) }.copied() {
-            Some(dest) => first_send(tgid, sock as u64, socket_ino(sock), &dest, ctx.arg(2)),
-            None => 0,
+        // SAFETY: the value is a plain `Deferred` copied out.
+        let Some(deferred) = (unsafe { DEFERRED.get(&(sock as u64)) }).copied() else {
+            return 0;
         };
+        let ino = socket_ino(sock);
+        if deferred.ino != ino {
+            // Left by a freed socket at the same address: this one was never deferred.
+            let _ = DEFERRED.remove(&(sock as u64));
+            return 0;
+        }
+        return first_send(tgid, sock as u64, ino, &deferred.dest, ctx.arg(2));
     }
     let Some(dest) = destination(sock, name, namelen) else {
         return 0;

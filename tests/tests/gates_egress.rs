@@ -250,3 +250,42 @@ fn held_at_first_send_the_request_names_url_bucket_and_sni() {
         "only the approved request arrived"
     );
 }
+
+/// A socket let through at connect and closed without sending leaves its first-send entry
+/// behind, keyed by a `struct socket` address the kernel hands to the next socket. Sockets
+/// created after it (here socketpairs, as busybox uses for its TLS helper) must never be
+/// taken for the old connection: no request, every send succeeds.
+#[test]
+#[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
+fn a_new_socket_at_a_freed_deferred_sockets_address_is_not_held() {
+    let s = GateSetup::start_with("egress-reuse", "hold_at = \"first-send\"\n", |_, _| {});
+    let server = EchoServer::start();
+    let script = r#"
+import socket, sys, time
+held, port = sys.argv[1], int(sys.argv[2])
+sent = 0
+for _ in range(20):
+    s = socket.create_connection((held, port))
+    s.close()
+    # Freed sockets return to the slab after an RCU grace period.
+    time.sleep(0.05)
+    for _ in range(20):
+        a, b = socket.socketpair()
+        a.sendall(b"x")
+        assert b.recv(1) == b"x"
+        a.close(); b.close()
+        sent += 1
+print(sent)
+"#;
+    let mut cmd = std::process::Command::new(airlock_tests::tools::tool("python3"));
+    cmd.args(["-c", script, HELD_V4, &server.port.to_string()]);
+    let out = finish(airlock_tests::process::spawn_in(&s.cgroup.path, &mut cmd));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "400");
+    settle();
+    assert_eq!(
+        s.count(ActionClass::Connect),
+        0,
+        "no request for a socketpair"
+    );
+}
