@@ -543,6 +543,26 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
         cmd
     };
     for approve in [true, false] {
+        // Approve or deny, then check the outcome: the body and one request on the server,
+        // or a failure with no body and nothing received.
+        let decide = |request, child, server: &WebServer, seen: usize, what: &str| {
+            if approve {
+                s.approve(request);
+            } else {
+                s.deny(request);
+            }
+            let out = finish(child);
+            if approve {
+                assert!(out.status.success(), "{what}: {}", stderr(&out));
+                assert_eq!(out.stdout, body, "{what}: the served body");
+                assert_eq!(server.requests().len(), seen + 1, "{what}");
+            } else {
+                assert!(!out.status.success(), "{what} must fail");
+                assert!(out.stdout.is_empty(), "{what}: no body");
+                assert_eq!(server.requests().len(), seen, "{what}: no request");
+            }
+            out
+        };
         // HTTP, virtual-host style: the bucket is in the Host header, the key in the path.
         let what = format!("busybox wget http approve={approve}");
         let seen = plain.requests().len();
@@ -576,15 +596,8 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
             seen,
             "{what}: nothing sent while held"
         );
+        let out = decide(&request, child, &plain, seen, &what);
         if approve {
-            s.approve(&request);
-        } else {
-            s.deny(&request);
-        }
-        let out = finish(child);
-        if approve {
-            assert!(out.status.success(), "{what}: {}", stderr(&out));
-            assert_eq!(out.stdout, body, "{what}: the served body");
             assert_eq!(
                 plain.requests().last().map(String::as_str),
                 Some("GET /2026/q3.csv HTTP/1.1"),
@@ -593,14 +606,11 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
         } else {
             // busybox ignores the failed write and reads the reply: the severed socket
             // refuses that read at once, instead of leaving it waiting on the server.
-            assert!(!out.status.success(), "{what} must fail");
             assert!(
                 stderr(&out).contains("Operation not permitted"),
                 "{what}: {}",
                 stderr(&out)
             );
-            assert!(out.stdout.is_empty(), "{what}: no body");
-            assert_eq!(plain.requests().len(), seen, "{what}: no request");
         }
 
         // HTTPS with busybox's own TLS: held at the ClientHello, before any byte leaves.
@@ -624,20 +634,6 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
             .and_then(|a| a.actor.as_ref())
             .map_or(0, |p| p.pid);
         wait_stopped(held);
-        if approve {
-            s.approve(&request);
-        } else {
-            s.deny(&request);
-        }
-        let out = finish(child);
-        if approve {
-            assert!(out.status.success(), "{what}: {}", stderr(&out));
-            assert_eq!(out.stdout, body, "{what}: the served body");
-            assert_eq!(tls.requests().len(), seen + 1, "{what}");
-        } else {
-            assert!(!out.status.success(), "{what} must fail");
-            assert!(out.stdout.is_empty(), "{what}: no body");
-            assert_eq!(tls.requests().len(), seen, "{what}: no request");
-        }
+        decide(&request, child, &tls, seen, &what);
     }
 }
