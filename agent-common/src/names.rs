@@ -127,12 +127,10 @@ pub const PROG_EXEC_DONE: &str = "exec_done";
 /// Global (`.rodata`) holding [`crate::Settings`].
 pub const GLOBAL_SETTINGS: &str = "SETTINGS";
 /// TCP sockets let through at connect and held at their first send: `HashMap<u64, Deferred>`
-/// keyed by the `struct socket` address (the value: destination and socket inode number).
+/// keyed by the `struct socket` address (the value: destination, socket inode number, and
+/// whether the first send was denied, after which every send and receive fails with EPERM
+/// so a client that ignores the failed write, like busybox `wget`, does not wait on a reply).
 pub const MAP_DEFERRED: &str = "DEFERRED";
-/// Sockets whose first send was denied: `LruHashMap<u64, u32>` keyed by the socket's inode
-/// number. Every later send and receive on them fails with EPERM, so a client that ignores
-/// the failed write (busybox `wget`) does not wait on a reply that cannot come.
-pub const MAP_SEVERED: &str = "SEVERED";
 /// LSM program on `socket_recvmsg`: receives on severed sockets.
 pub const PROG_RECV_CHECK: &str = "recv_check";
 pub const LSM_HOOK_RECV: &str = "socket_recvmsg";

@@ -113,15 +113,12 @@ pub static DNS_CALLS: HashMap<u64, DnsCall> = HashMap::pinned(1024, 0);
 pub struct Deferred {
     pub dest: NetKey,
     pub ino: u64,
+    /// Non-zero once the first send was denied: every later send and receive fails.
+    pub severed: u64,
 }
 
 #[map]
 pub static DEFERRED: HashMap<u64, Deferred> = HashMap::pinned(16384, 0);
-
-/// Keyed by socket inode number, not the `struct socket` address: a freed socket's address
-/// is reused by the next one, its inode number is not.
-#[map]
-pub static SEVERED: LruHashMap<u64, u32> = LruHashMap::pinned(16384, 0);
 
 /// Per-thread OpenSSL state (see `ssl.rs`). Not pinned: after a daemon restart the new
 /// uprobes start from empty maps, and a thread mid-handshake at the restart fails closed.

@@ -20,9 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     hold::{self, EPERM},
-    maps::{
-        DEFERRED, Deferred, EGRESS_ALLOW, EVENTS, SEVERED, SSL_PLAIN, TLS_PASSED, offsets, settings,
-    },
+    maps::{DEFERRED, Deferred, EGRESS_ALLOW, EVENTS, SSL_PLAIN, TLS_PASSED, offsets, settings},
     scope::current_in_scope,
     ssl,
     task::{self, NR_CONNECT, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO, fill_header},
@@ -90,6 +88,7 @@ pub fn check_connect(ctx: &LsmContext) -> i32 {
                 &Deferred {
                     dest,
                     ino: socket_ino(sock),
+                    severed: 0,
                 },
                 0,
             )
@@ -123,17 +122,10 @@ pub fn check_sendmsg(ctx: &LsmContext) -> i32 {
     // No explicit destination: a connected socket, gated at connect — or let through
     // there and held now, at its first send.
     if name.is_null() {
-        // SAFETY: the value is a plain `Deferred` copied out.
-        let Some(deferred) = (unsafe { DEFERRED.get(&(sock as u64)) }).copied() else {
-            return 0;
+        return match deferred(sock) {
+            Some(d) => first_send(tgid, sock as u64, d, ctx.arg(2)),
+            None => 0,
         };
-        let ino = socket_ino(sock);
-        if deferred.ino != ino {
-            // Left by a freed socket at the same address: this one was never deferred.
-            let _ = DEFERRED.remove(&(sock as u64));
-            return 0;
-        }
-        return first_send(tgid, sock as u64, ino, &deferred.dest, ctx.arg(2));
     }
     let Some(dest) = destination(sock, name, namelen) else {
         return 0;
@@ -151,11 +143,23 @@ pub fn check_recvmsg(ctx: &LsmContext) -> i32 {
     if !current_in_scope(tgid) {
         return 0;
     }
-    // SAFETY: only presence is read.
-    if unsafe { SEVERED.get(&socket_ino(ctx.arg(0))) }.is_some() {
-        return -EPERM;
+    match deferred(ctx.arg(0)) {
+        Some(d) if d.severed != 0 => -EPERM,
+        _ => 0,
     }
-    0
+}
+
+/// This socket's first-send entry. One left by a freed socket at the same address (its
+/// inode number differs) is dropped: this socket was never deferred.
+#[inline(always)]
+fn deferred(sock: *const u8) -> Option<Deferred> {
+    // SAFETY: the value is a plain `Deferred` copied out.
+    let entry = (unsafe { DEFERRED.get(&(sock as u64)) }).copied()?;
+    if entry.ino != socket_ino(sock) {
+        let _ = DEFERRED.remove(&(sock as u64));
+        return None;
+    }
+    Some(entry)
 }
 
 /// The inode number of a `struct socket` (`/proc/PID/fd` shows it as `socket:[N]`); 0 for
@@ -217,12 +221,12 @@ fn destination(sock: *const u8, addr: *const u8, addrlen: i32) -> Option<NetKey>
 /// A handshake run lazily by `SSL_write` is held at its ClientHello, with the plaintext.
 /// A ClientHello from anywhere else (static TLS stacks, Go) is held as before (SNI).
 #[inline(always)]
-fn first_send(tgid: u32, sock: u64, ino: u64, dest: &NetKey, size: i32) -> i32 {
-    // SAFETY: only presence is read.
-    if ino != 0 && unsafe { SEVERED.get(&ino) }.is_some() {
+fn first_send(tgid: u32, sock: u64, deferred: Deferred, size: i32) -> i32 {
+    if deferred.severed != 0 {
         // Denied once: the connection is dead, not asked about again.
         return -EPERM;
     }
+    let dest = &deferred.dest;
     let nr = task::syscall_nr();
     let pid_tgid = bpf_get_current_pid_tgid();
     let plain = SSL_PLAIN.get_ptr(&pid_tgid);
@@ -246,11 +250,15 @@ fn first_send(tgid: u32, sock: u64, ino: u64, dest: &NetKey, size: i32) -> i32 {
         // Approved: the rest of this connection flows freely.
         let _ = DEFERRED.remove(&sock);
         let _ = TLS_PASSED.remove(&sock);
-    } else if answer == -EPERM && restartable && ino != 0 {
+    } else if answer == -EPERM && restartable {
         // Denied (or timed out, or failed closed): sever the connection. Not while held
         // (-ERESTARTNOINTR), and not for io_uring and other non-restartable sends, whose
         // retry an approval still lets through.
-        let _ = SEVERED.insert(&ino, &1, 0);
+        let severed = Deferred {
+            severed: 1,
+            ..deferred
+        };
+        let _ = DEFERRED.insert(&sock, &severed, 0);
     }
     answer
 }
