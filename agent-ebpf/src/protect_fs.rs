@@ -131,34 +131,20 @@ pub fn mknod_check(ctx: LsmContext) -> i32 {
 /// which Debian's kernels set for AppArmor and TOMOYO)
 #[lsm(hook = "path_truncate")]
 pub fn truncate_check(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(tgid) = watched() else { return 0 };
-    let path: *const u8 = ctx.arg(0);
-    // SAFETY: `path->dentry` is 8 bytes into `struct path`; BTF loads from the hook's
-    // pointer.
-    let dentry = unsafe { *(path.add(8) as *const *const u8) };
-    // SAFETY: a BTF dentry pointer.
-    let (target, parent) = unsafe { (dentry_inode(dentry), parent_key(dentry)) };
-    if protection(&target) != 0 || protection(&parent) == PROTECTED_DIR {
-        // The name, not bpf_d_path: 6.1 allows that helper only in its allowlisted hooks.
-        return deny(tgid, Hook::WriteProtected, target, parent, dentry, 0);
-    }
-    0
+    // The name, not bpf_d_path: 6.1 allows that helper only in its allowlisted hooks.
+    by_path(&ctx, 1, Hook::WriteProtected, 0)
 }
 
 /// match-proto: int security_path_chmod(const struct path *path, umode_t mode)
 #[lsm(hook = "path_chmod")]
 pub fn chmod_check(ctx: LsmContext) -> i32 {
-    path_attr(&ctx, 2, DETAIL_CHMOD)
+    by_path(&ctx, 2, Hook::AttrProtected, DETAIL_CHMOD)
 }
 
 /// match-proto: int security_path_chown(const struct path *path, kuid_t uid, kgid_t gid)
 #[lsm(hook = "path_chown")]
 pub fn chown_check(ctx: LsmContext) -> i32 {
-    path_attr(&ctx, 3, DETAIL_CHOWN)
+    by_path(&ctx, 3, Hook::AttrProtected, DETAIL_CHOWN)
 }
 
 /// match-proto: int security_inode_setxattr(struct mnt_idmap *idmap, struct dentry *dentry, const char *name, const void *value, size_t size, int flags)
@@ -174,16 +160,17 @@ pub fn removexattr_check(ctx: LsmContext) -> i32 {
     xattr(&ctx, 3, DETAIL_REMOVEXATTR)
 }
 
-/// chmod and chown: `(const struct path *path, ...)`; the previous answer is `nargs`.
+/// truncate, chmod and chown: `(const struct path *path, ...)`; the previous answer is
+/// `nargs`.
 #[inline(always)]
-fn path_attr(ctx: &LsmContext, nargs: usize, detail: u32) -> i32 {
+fn by_path(ctx: &LsmContext, nargs: usize, hook: Hook, detail: u32) -> i32 {
     let previous: i32 = ctx.arg(nargs);
     if previous != 0 {
         return previous;
     }
     let path: *const u8 = ctx.arg(0);
     // SAFETY: `path->dentry` is 8 bytes into the hook's BTF `struct path`.
-    unsafe { attr_of_dentry(*(path.add(8) as *const *const u8), detail) }
+    unsafe { change_of(*(path.add(8) as *const *const u8), hook, detail) }
 }
 
 /// set and remove xattr: `(idmap or user_namespace, struct dentry *dentry, ...)`.
@@ -194,7 +181,7 @@ fn xattr(ctx: &LsmContext, nargs: usize, detail: u32) -> i32 {
         return previous;
     }
     // SAFETY: a BTF dentry pointer from the hook.
-    unsafe { attr_of_dentry(ctx.arg(1), detail) }
+    unsafe { change_of(ctx.arg(1), Hook::AttrProtected, detail) }
 }
 
 /// `FS_IOC_SETFLAGS` (`chattr`: +i would stop the daemon appending its audit log), its
@@ -218,22 +205,22 @@ pub fn ioctl_check(ctx: LsmContext) -> i32 {
     // SAFETY: `file->f_path.dentry` (8 bytes into `struct path`) is a BTF load.
     unsafe {
         let dentry = *(file.add(offsets().file_f_path as usize + 8) as *const *const u8);
-        attr_of_dentry(dentry, DETAIL_SETFLAGS)
+        change_of(dentry, Hook::AttrProtected, DETAIL_SETFLAGS)
     }
 }
 
-/// A change of mode, owner, extended attributes or inode flags of a protected file, a
-/// protected directory, or a name inside one.
+/// A change (truncation, mode, owner, extended attributes, inode flags) of a protected
+/// file, a protected directory, or a name inside one: denied as `hook`.
 ///
 /// # Safety
 /// `dentry` must be a BTF pointer to a dentry.
 #[inline(always)]
-unsafe fn attr_of_dentry(dentry: *const u8, detail: u32) -> i32 {
+unsafe fn change_of(dentry: *const u8, hook: Hook, detail: u32) -> i32 {
     let Some(tgid) = watched() else { return 0 };
     // SAFETY: a BTF dentry pointer (the caller's contract).
     let (target, parent) = unsafe { (dentry_inode(dentry), parent_key(dentry)) };
     if protection(&target) != 0 || protection(&parent) == PROTECTED_DIR {
-        return deny(tgid, Hook::AttrProtected, target, parent, dentry, detail);
+        return deny(tgid, hook, target, parent, dentry, detail);
     }
     0
 }
