@@ -356,6 +356,15 @@ pub fn destination(request: &ApprovalRequest) -> airlock_proto::v1::Destination 
         .expect("the request names a destination")
 }
 
+/// The process a request is about.
+pub fn actor(request: &ApprovalRequest) -> airlock_proto::v1::Process {
+    request
+        .action
+        .as_ref()
+        .and_then(|a| a.actor.clone())
+        .expect("the request names its process")
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -18,7 +18,7 @@ use airlock_tests::{
     agent::{Agent, AgentSpec},
     airlock_of,
     cgroup::TestCgroup,
-    gates::runtime,
+    gates::{actor, runtime},
     hub::Hub,
     process::{self, tool_copy},
     wait_for,
@@ -81,15 +81,6 @@ fn is_for(tool: &Path) -> impl Fn(&ApprovalRequest) -> bool + '_ {
     }
 }
 
-fn actor_pid(request: &ApprovalRequest) -> u32 {
-    request
-        .action
-        .as_ref()
-        .and_then(|a| a.actor.as_ref())
-        .map(|p| p.pid)
-        .expect("actor pid")
-}
-
 #[test]
 #[ignore = "needs root and BPF LSM: run with `cargo xtask test`"]
 fn approved_exec_runs_to_completion_with_its_real_output() {
@@ -111,7 +102,7 @@ fn approved_exec_runs_to_completion_with_its_real_output() {
             "agent".into()
         ]
     );
-    let pid = actor_pid(&request);
+    let pid = actor(&request).pid;
     assert_eq!(
         process::state(pid),
         Some('T'),
@@ -216,7 +207,7 @@ fn stray_sigcont_neither_releases_nor_asks_twice() {
             .watch_for(SLOW, is_for(&s.tool))
             .await
     });
-    let pid = actor_pid(&request);
+    let pid = actor(&request).pid;
     for _ in 0..3 {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -265,7 +256,7 @@ fn sigkill_of_the_held_process_cancels_its_request() {
     let approver = rt.block_on(s.hub.approver("dave"));
     let request = rt.block_on(approver.watch_for(SLOW, is_for(&s.tool)));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(actor_pid(&request) as i32),
+        nix::unistd::Pid::from_raw(actor(&request).pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("SIGKILL");

@@ -14,8 +14,8 @@ use std::{
 use airlock_proto::v1::{ActionClass, RequestState};
 use airlock_tests::{
     gates::{
-        GateOptions, GateSetup, HELD_V4, destination, finish, finish_within, runtime, stdout,
-        wait_stopped,
+        GateOptions, GateSetup, HELD_V4, actor, destination, finish, finish_within, runtime,
+        stdout, wait_stopped,
     },
     process::{self, spawn_held},
     tools::{Moto, Postgres, STARTUP, TestCa, WebServer, aws, aws_env, test_bytes, tool},
@@ -583,12 +583,7 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
             ("reports-q3", "2026/q3.csv"),
             "{what}: {dest:?}"
         );
-        let binary = request
-            .action
-            .as_ref()
-            .and_then(|a| a.actor.as_ref())
-            .map(|p| p.binary.clone())
-            .unwrap_or_default();
+        let binary = actor(&request).binary;
         assert!(binary.ends_with("busybox"), "{what}: actor {binary:?}");
         wait_stopped(child.id());
         assert_eq!(
@@ -628,12 +623,7 @@ fn a_static_binary_is_held_at_first_send_and_named_by_its_request() {
             (HELD_V4, u32::from(tls.port), "https"),
             "{what}: {dest:?}"
         );
-        let held = request
-            .action
-            .as_ref()
-            .and_then(|a| a.actor.as_ref())
-            .map_or(0, |p| p.pid);
-        wait_stopped(held);
+        wait_stopped(actor(&request).pid);
         decide(&request, child, &tls, seen, &what);
     }
 }
